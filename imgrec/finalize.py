@@ -1,0 +1,198 @@
+"""Before and after the Beam job, on the launcher: guard the output, then assemble it.
+
+``prepare_output`` refuses to mix datasets and removes the old manifest first,
+so an output folder never looks complete while it is being rewritten.
+``finalize`` reads the plan and the per-shard completion records written by
+the workers and writes, in this order, the ``.lst`` files, the merged
+indexes, the class map, ``errors.jsonl``, ``summary.txt`` and, last,
+``manifest.json``. Anything missing means the job did not finish: it raises
+and no manifest is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from imgrec import storage
+from imgrec.errors import ErrorRecord, from_json, to_jsonl
+from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, SUMMARY, WORK, Layout
+from imgrec.options import ConvertOptions
+from imgrec.planning import SPLITS
+
+MANIFEST_VERSION = 1
+PLAN = WORK + "/plan.json"
+
+
+class OutputError(RuntimeError):
+    """The output folder cannot be used as asked (message says why and what to do)."""
+
+
+class IncompleteError(RuntimeError):
+    """The job ended without every planned shard: no manifest is written."""
+
+
+def layout_for(options: ConvertOptions) -> Layout:
+    return Layout(options.name, options.idx_beside_rec)
+
+
+def dataset_identity(options: ConvertOptions) -> dict[str, Any]:
+    return {"input": options.input, **options.fingerprint_fields()}
+
+
+def prepare_output(options: ConvertOptions, resume: bool = False) -> None:
+    out = options.output
+    manifest_uri = storage.join(out, MANIFEST)
+    existing = storage.list_recursive(out)
+    if MANIFEST in existing:
+        try:
+            old = json.loads(storage.read_text(manifest_uri))
+        except (ValueError, UnicodeDecodeError):
+            old = {}
+        if old.get("identity") != dataset_identity(options) and not options.overwrite:
+            raise OutputError(
+                "%s already holds a different dataset (made from %s with other options); "
+                "pass --overwrite to replace it, or choose another --output" % (out, old.get("input", "unknown input"))
+            )
+        storage.delete(manifest_uri)
+    elif existing and not any(p.startswith(WORK + "/") for p in existing) and not options.overwrite:
+        raise OutputError(
+            "%s is not empty and was not written by this tool (%d files, e.g. %s); "
+            "pass --overwrite to write into it, or choose an empty --output" % (out, len(existing), existing[0])
+        )
+    keep_work = resume
+    for rel in existing:
+        if storage.is_temp_name(rel) or (rel.startswith(WORK + "/") and not keep_work):
+            storage.delete(storage.join(out, rel))
+
+
+def _load_json(uri: str, what: str):
+    try:
+        return json.loads(storage.read_text(uri))
+    except FileNotFoundError:
+        raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
+
+
+def finalize(options: ConvertOptions, classes: list[str], root_errors: list[ErrorRecord], extra: dict) -> dict:
+    out = options.output
+    layout = layout_for(options)
+    plan = _load_json(storage.join(out, PLAN), "shard planning")
+
+    # Listing records: one per class.
+    errors: list[ErrorRecord] = list(root_errors)
+    ignored = 0
+    listed = 0
+    for index, _ in enumerate(classes):
+        rec = _load_json(storage.join(out, layout.listing_record(index)), "listing of class %d" % index)
+        errors.extend(from_json(e) for e in rec["errors"])
+        ignored += rec["ignored_non_image"]
+        listed += rec["images"]
+
+    splits_doc: dict[str, Any] = {}
+    class_counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        if split not in plan["splits"]:
+            continue
+        shards = plan["splits"][split]["shards"]
+        lst_parts: list[str] = []
+        merged: list[str] = []
+        shard_docs = []
+        base = 0
+        records = 0
+        counts = class_counts.setdefault(split, {})
+        for shard in range(shards):
+            rec = _load_json(
+                storage.join(out, layout.shard_record(split, shard, shards)), "shard %d of %s" % (shard, split)
+            )
+            if rec["planned"] != plan["splits"][split]["counts"].get(str(shard), 0):
+                raise IncompleteError(
+                    "shard %d of %s holds %d planned images, the plan says %d"
+                    % (shard, split, rec["planned"], plan["splits"][split]["counts"].get(str(shard), 0))
+                )
+            errors.extend(from_json(e) for e in rec["errors"])
+            lst_parts.extend(rec["lst"])
+            for line, offset in zip(rec["lst"], rec["offsets"]):
+                record_id, label = line.split("\t", 2)[:2]
+                merged.append("%s\t%d\n" % (record_id, base + offset))
+                name = classes[int(float(label))]
+                counts[name] = counts.get(name, 0) + 1
+            base += rec["bytes"]
+            records += rec["records"]
+            shard_docs.append(
+                {"rec": rec["rec"], "idx": rec["idx"], "records": rec["records"], "bytes": rec["bytes"], "sha256": rec["sha256"]}
+            )
+        storage.write_text(storage.join(out, layout.lst(split)), "".join(lst_parts))
+        storage.write_text(storage.join(out, layout.merged_idx(split)), "".join(merged))
+        splits_doc[split] = {
+            "records": records,
+            "bytes": base,
+            "lst": layout.lst(split),
+            "merged_idx": layout.merged_idx(split),
+            "shards": shard_docs,
+        }
+
+    storage.write_text(
+        storage.join(out, CLASSES_JSON), json.dumps({name: i for i, name in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n"
+    )
+    storage.write_text(storage.join(out, LABELS_TXT), "".join(name + "\n" for name in classes))
+    errors.sort(key=lambda e: (e.path, e.stage, e.reason))
+    storage.write_text(storage.join(out, ERRORS), to_jsonl(errors))
+
+    reasons: dict[str, int] = {}
+    for e in errors:
+        reasons[e.reason] = reasons.get(e.reason, 0) + 1
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "input": options.input,
+        "classes": classes,
+        "num_classes": len(classes),
+        "splits": splits_doc,
+        "class_counts": class_counts,
+        "images_listed": listed,
+        "ignored_non_image_files": ignored,
+        "errors": len(errors),
+        "errors_by_reason": dict(sorted(reasons.items())),
+        "errors_file": ERRORS,
+        "classes_file": CLASSES_JSON,
+        "labels_file": LABELS_TXT,
+        "identity": dataset_identity(options),
+        "options": options.to_json(),
+        **extra,
+    }
+    _remove_stale(out, layout, splits_doc)
+    from imgrec.summary import render_summary
+
+    summary = render_summary(manifest)
+    storage.write_text(storage.join(out, SUMMARY), summary)
+    storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    for rel in storage.list_recursive(storage.join(out, WORK)):
+        storage.delete(storage.join(out, WORK, rel))
+    if not storage.is_s3(out):
+        _remove_empty_dirs(os.path.join(out, WORK))
+    manifest["summary_text"] = summary
+    return manifest
+
+
+def _remove_stale(out: str, layout: Layout, splits_doc: dict) -> None:
+    """Delete shard files of an earlier dataset that this manifest does not list."""
+    keep = set()
+    for doc in splits_doc.values():
+        for s in doc["shards"]:
+            keep.update((s["rec"], s["idx"]))
+        keep.update((doc["lst"], doc["merged_idx"]))
+    for rel in storage.list_recursive(out):
+        top = rel.split("/", 1)[0]
+        if rel in keep or rel.startswith(WORK + "/"):
+            continue
+        if top in SPLITS or top in ("idx", "lists"):
+            if rel.endswith((".rec", ".idx", ".lst")) or storage.is_temp_name(rel):
+                storage.delete(storage.join(out, rel))
+
+
+def _remove_empty_dirs(path: str) -> None:
+    for dirpath, _, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass

@@ -1,0 +1,58 @@
+"""Where every output file goes, relative to the output root. One place for names.
+
+    OUT/train/data-00000-of-00004.rec        only .rec files: a SageMaker channel
+    OUT/validation/...
+    OUT/idx/train/data-00000-of-00004.idx    (or beside the .rec with --idx-beside-rec)
+    OUT/idx/train-merged.idx                 one index over all shards, for DALI
+    OUT/lists/train.lst                      im2rec-compatible list
+    OUT/classes.json, OUT/labels.txt         the class map
+    OUT/errors.jsonl                         every skipped input and why
+    OUT/manifest.json                        written last: its presence means complete
+    OUT/summary.txt
+    OUT/_work/                               completion records and listings (kept for --resume)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imgrec.planning import shard_name
+
+MANIFEST = "manifest.json"
+CLASSES_JSON = "classes.json"
+LABELS_TXT = "labels.txt"
+ERRORS = "errors.jsonl"
+SUMMARY = "summary.txt"
+WORK = "_work"
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str = "data"
+    idx_beside_rec: bool = False
+
+    def rec(self, split: str, shard: int, shards: int) -> str:
+        return "%s/%s" % (split, shard_name(self.name, shard, shards, "rec"))
+
+    def idx(self, split: str, shard: int, shards: int) -> str:
+        folder = split if self.idx_beside_rec else "idx/%s" % split
+        return "%s/%s" % (folder, shard_name(self.name, shard, shards, "idx"))
+
+    def merged_idx(self, split: str) -> str:
+        return "idx/%s-merged.idx" % split
+
+    def lst(self, split: str) -> str:
+        return "lists/%s.lst" % split
+
+    def shard_record(self, split: str, shard: int, shards: int) -> str:
+        return "%s/shards/%s-%s" % (WORK, split, shard_name(self.name, shard, shards, "json"))
+
+    def listing_record(self, class_index: int) -> str:
+        return "%s/listing/class-%06d.json" % (WORK, class_index)
+
+    def data_folders(self, splits) -> list[str]:
+        """Folders whose stale shard files must go when a new dataset replaces an old one."""
+        out = list(splits)
+        if not self.idx_beside_rec:
+            out += ["idx/%s" % s for s in splits]
+        return out

@@ -1,0 +1,282 @@
+"""The job's options: one declarative table -> argparse, YAML configs, README table.
+
+``OPTIONS`` is the single source: ``build_parser`` makes ``--help`` from it
+(grouped by purpose, each with its default and an example) and
+``options_markdown`` makes the README's option table from it, so the two
+cannot drift apart. ``ConvertOptions`` is the frozen, validated result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from imgrec.images import DEFAULT_MAX_PIXELS, EncodeParams
+from imgrec.planning import SplitRatios
+
+
+class OptionsError(ValueError):
+    """An invalid option value; the message says which flag and why."""
+
+
+GROUPS = (
+    ("input", "Input"),
+    ("split", "Labels and split"),
+    ("encoding", "Encoding"),
+    ("output", "Output and sharding"),
+    ("s3", "S3"),
+    ("runner", "Runner"),
+)
+
+
+@dataclass(frozen=True)
+class Opt:
+    flags: tuple[str, ...]
+    dest: str
+    group: str
+    help: str
+    default: Any = None
+    type: Any = str
+    example: str = ""
+    action: str | None = None
+    choices: Sequence[Any] | None = None
+
+
+OPTIONS: tuple[Opt, ...] = (
+    Opt(("--input",), "input", "input", "Folder (or s3:// prefix) whose top-level sub-folders are the classes.",
+        example="--input ./photos"),
+    Opt(("--exts",), "exts", "input", "Image file extensions to take, comma-separated, case-insensitive.",
+        default=".jpg,.jpeg,.png", example="--exts .jpg,.png,.webp"),
+    Opt(("--max-pixels",), "max_pixels", "input",
+        "Refuse images whose header declares more pixels than this (decompression bombs).",
+        default=DEFAULT_MAX_PIXELS, type=int, example="--max-pixels 50000000"),
+    Opt(("--validate",), "validate", "input",
+        "How every image is checked: 'header' parses its dimensions and end marker; 'decode' decodes it fully.",
+        default="header", choices=("header", "decode"), example="--validate decode"),
+    Opt(("--train-ratio",), "train_ratio", "split", "Share of images in the train split.",
+        default=0.8, type=float, example="--train-ratio 0.7"),
+    Opt(("--val-ratio",), "val_ratio", "split", "Share of images in the validation split.",
+        default=0.2, type=float, example="--val-ratio 0.15"),
+    Opt(("--test-ratio",), "test_ratio", "split", "Share of images in the test split.",
+        default=0.0, type=float, example="--test-ratio 0.15"),
+    Opt(("--split-seed",), "split_seed", "split",
+        "Salt of the path hash that decides each image's split, shard and order.",
+        default="0", example="--split-seed 2024"),
+    Opt(("--pass-through",), "pass_through", "encoding",
+        "Store the original file bytes unchanged (the default unless an encoding option is given).",
+        default=None, type=None, action="store_true", example="--pass-through"),
+    Opt(("--resize",), "resize", "encoding", "Re-encode with the shorter edge resized to N pixels, aspect kept.",
+        default=0, type=int, example="--resize 256"),
+    Opt(("--center-crop",), "center_crop", "encoding", "Re-encode the largest centred square.",
+        default=False, type=None, action="store_true", example="--center-crop"),
+    Opt(("--quality",), "quality", "encoding", "JPEG quality 1-100, or PNG compression 0-9.",
+        default=95, type=int, example="--quality 90"),
+    Opt(("--encoding",), "encoding", "encoding", "Format of re-encoded images.",
+        default=".jpg", choices=(".jpg", ".png"), example="--encoding .png"),
+    Opt(("--color",), "color", "encoding", "Decode as colour (1), grayscale (0) or unchanged with alpha (-1).",
+        default=1, type=int, choices=(1, 0, -1), example="--color 0"),
+    Opt(("--output",), "output", "output", "Folder (or s3:// prefix) to write the dataset to.",
+        example="--output ./out"),
+    Opt(("--name",), "name", "output", "File name stem of the shards: NAME-00000-of-00004.rec.",
+        default="data", example="--name imagenet"),
+    Opt(("--shard-size-mb",), "shard_size_mb", "output", "Target shard size in MiB (measured on input bytes).",
+        default=256.0, type=float, example="--shard-size-mb 512"),
+    Opt(("--images-per-shard",), "images_per_shard", "output",
+        "Target number of images per shard (instead of --shard-size-mb).",
+        default=0, type=int, example="--images-per-shard 10000"),
+    Opt(("--idx-beside-rec",), "idx_beside_rec", "output",
+        "Put each .idx next to its .rec (Gluon's ImageRecordDataset wants this) instead of OUT/idx/.",
+        default=False, type=None, action="store_true", example="--idx-beside-rec"),
+    Opt(("--overwrite",), "overwrite", "output", "Replace a different dataset already in --output.",
+        default=False, type=None, action="store_true", example="--overwrite"),
+    Opt(("--threads",), "threads", "runner",
+        "Images read and encoded at once inside each worker (OpenCV releases the GIL). 0 = number of cores.",
+        default=0, type=int, example="--threads 4"),
+    Opt(("--config",), "config", "runner", "YAML file of option values (and 'pipeline_options' for Beam); flags override it.",
+        example="--config configs/direct.yaml"),
+    Opt(("--log-level",), "log_level", "runner", "Logging level.",
+        default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), example="--log-level DEBUG"),
+)
+
+
+def _format_default(opt: Opt) -> str:
+    if opt.action == "store_true":
+        return "off"
+    if opt.default in (None, ""):
+        return "required" if opt.dest in ("input", "output") else "none"
+    return str(opt.default)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS}
+    for opt in OPTIONS:
+        text = "%s (default: %s; e.g. %s)" % (opt.help, _format_default(opt), opt.example)
+        kwargs: dict[str, Any] = {"dest": opt.dest, "help": text.replace("%", "%%")}
+        if opt.action:
+            kwargs["action"] = opt.action
+            kwargs["default"] = opt.default
+        else:
+            kwargs["default"] = opt.default
+            kwargs["type"] = opt.type
+            if opt.choices:
+                kwargs["choices"] = opt.choices
+            kwargs["metavar"] = opt.dest.upper() if not opt.choices else None
+        groups[opt.group].add_argument(*opt.flags, **kwargs)
+
+
+def options_markdown() -> str:
+    """The README's option table, made from ``OPTIONS``."""
+    lines = []
+    for key, title in GROUPS:
+        rows = [o for o in OPTIONS if o.group == key]
+        if not rows:
+            continue
+        lines.append("**%s**\n" % title)
+        lines.append("| option | default | what it does | example |")
+        lines.append("|---|---|---|---|")
+        for o in rows:
+            lines.append("| `%s` | %s | %s | `%s` |" % (", ".join(o.flags), _format_default(o), o.help, o.example))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def load_config(path: str) -> tuple[dict[str, Any], list[str]]:
+    """Option values and Beam pipeline flags from a YAML config file."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise OptionsError("--config %s: file not found" % path) from None
+    except yaml.YAMLError as exc:
+        raise OptionsError("--config %s: not valid YAML (%s)" % (path, str(exc).splitlines()[0])) from None
+    if not isinstance(data, dict):
+        raise OptionsError("--config %s: expected a mapping of option names to values" % path)
+    known = {o.dest: o for o in OPTIONS}
+    values: dict[str, Any] = {}
+    beam_args: list[str] = []
+    for key, value in data.items():
+        if key == "pipeline_options":
+            if not isinstance(value, dict):
+                raise OptionsError("--config %s: 'pipeline_options' must be a mapping" % path)
+            for bkey, bval in value.items():
+                if isinstance(bval, bool):
+                    if bval:
+                        beam_args.append("--%s" % bkey)
+                else:
+                    beam_args.append("--%s=%s" % (bkey, bval))
+            continue
+        dest = key.replace("-", "_")
+        if dest not in known or dest == "config":
+            raise OptionsError("--config %s: unknown option %r" % (path, key))
+        values[dest] = value
+    return values, beam_args
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything the job needs to know, validated before any work starts."""
+
+    input: str
+    output: str
+    exts: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+    ratios: SplitRatios = field(default_factory=SplitRatios)
+    split_seed: str = "0"
+    pass_through: bool = True
+    encode: EncodeParams = field(default_factory=EncodeParams)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    validate: str = "header"
+    name: str = "data"
+    shard_size_mb: float = 256.0
+    images_per_shard: int = 0
+    idx_beside_rec: bool = False
+    overwrite: bool = False
+    threads: int = 0
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The options that decide the output bytes (what makes two datasets 'the same')."""
+        d = self.to_json()
+        for volatile in ("overwrite", "threads", "output"):
+            d.pop(volatile, None)
+        return d
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["exts"] = list(self.exts)
+        return d
+
+
+_SAFE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def from_args(ns: argparse.Namespace) -> ConvertOptions:
+    if not ns.input:
+        raise OptionsError("--input is required (a folder of class folders, or an s3:// prefix)")
+    if not ns.output:
+        raise OptionsError("--output is required (a folder or an s3:// prefix)")
+    try:
+        ratios = SplitRatios(ns.train_ratio, ns.val_ratio, ns.test_ratio)
+    except ValueError as exc:
+        raise OptionsError(str(exc)) from None
+    exts = tuple(
+        sorted({("." + e.strip().lstrip(".")).lower() for e in str(ns.exts).split(",") if e.strip()})
+    )
+    if not exts:
+        raise OptionsError("--exts must list at least one extension")
+    encoding_given = bool(ns.resize) or ns.center_crop or ns.encoding != ".jpg" or ns.color != 1 or ns.quality != 95
+    if ns.pass_through and encoding_given:
+        raise OptionsError(
+            "--pass-through stores the original bytes; it cannot be combined with "
+            "--resize, --center-crop, --quality, --encoding or --color"
+        )
+    pass_through = not encoding_given
+    if ns.resize < 0:
+        raise OptionsError("--resize must be a positive number of pixels, got %d" % ns.resize)
+    if ns.encoding == ".jpg" and not 1 <= ns.quality <= 100:
+        raise OptionsError("--quality for JPEG must be between 1 and 100, got %d" % ns.quality)
+    if ns.encoding == ".png" and not 0 <= ns.quality <= 9:
+        raise OptionsError("--quality for PNG is the compression level 0-9, got %d" % ns.quality)
+    if ns.shard_size_mb <= 0:
+        raise OptionsError("--shard-size-mb must be positive, got %g" % ns.shard_size_mb)
+    if ns.images_per_shard < 0:
+        raise OptionsError("--images-per-shard must be positive, got %d" % ns.images_per_shard)
+    if ns.max_pixels <= 0:
+        raise OptionsError("--max-pixels must be positive, got %d" % ns.max_pixels)
+    if ns.threads < 0:
+        raise OptionsError("--threads must be 0 (one per core) or more, got %d" % ns.threads)
+    if not ns.name or not set(ns.name) <= _SAFE_NAME_CHARS or ns.name.startswith("."):
+        raise OptionsError(
+            "--name %r: use letters, digits, '.', '_' and '-' only (it becomes part of file names)" % ns.name
+        )
+    if os.path.normpath(ns.input.rstrip("/")) == os.path.normpath(ns.output.rstrip("/")):
+        raise OptionsError("--output must not be the --input folder")
+    return ConvertOptions(
+        input=ns.input,
+        output=ns.output,
+        exts=exts,
+        ratios=ratios,
+        split_seed=str(ns.split_seed),
+        pass_through=pass_through,
+        encode=EncodeParams(
+            resize=ns.resize,
+            center_crop=bool(ns.center_crop),
+            quality=ns.quality,
+            encoding=ns.encoding,
+            color=ns.color,
+        ),
+        max_pixels=ns.max_pixels,
+        validate=ns.validate,
+        name=ns.name,
+        shard_size_mb=ns.shard_size_mb,
+        images_per_shard=ns.images_per_shard,
+        idx_beside_rec=bool(ns.idx_beside_rec),
+        overwrite=bool(ns.overwrite),
+        threads=ns.threads,
+    )

@@ -1,0 +1,259 @@
+"""MXNet RecordIO, written and read in pure Python.
+
+Two layers, as in MXNet itself:
+
+* framing (dmlc-core ``src/recordio.cc``): every record starts with the magic
+  word ``0xced7230a`` and a length word whose top 3 bits are a continuation
+  flag, followed by the payload and zero padding to a multiple of 4 bytes.
+  A payload that contains the magic word at a 4-byte-aligned offset is cut
+  there into parts (flag 1 = first, 2 = middle, 3 = last) and the magic word
+  itself is dropped from the data; the reader puts it back between parts.
+* the image record payload (``mx.recordio.pack``): a 24-byte ``IRHeader``
+  ``<IfQQ`` (flag, label, id, id2); when ``flag > 0`` the float32 label vector
+  of ``flag`` values follows the header and the scalar label is 0.
+
+No Beam and no storage policy here: the writer streams into any binary file
+object, so the same code writes to local disk and to S3 multipart uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Sequence
+
+MAGIC = 0xCED7230A
+MAGIC_BYTES = struct.pack("<I", MAGIC)
+# dmlc-core refuses records of 2**29 bytes or more: the length word keeps its
+# top 3 bits for the continuation flag.
+MAX_RECORD_BYTES = (1 << 29) - 1
+_LENGTH_MASK = (1 << 29) - 1
+
+FLAG_WHOLE, FLAG_FIRST, FLAG_MIDDLE, FLAG_LAST = 0, 1, 2, 3
+
+_IRHEADER = struct.Struct("<IfQQ")
+IRHEADER_SIZE = _IRHEADER.size  # 24
+
+
+class RecordIOError(ValueError):
+    """A RecordIO file or payload that does not follow the format."""
+
+
+@dataclass(frozen=True)
+class IRHeader:
+    """The image record header of ``mx.recordio``: flag, label(s), id, id2."""
+
+    flag: int
+    label: float | tuple[float, ...]
+    id: int
+    id2: int = 0
+
+
+def pack_header(label: float | Sequence[float], record_id: int, id2: int = 0) -> bytes:
+    """The bytes ``mx.recordio.pack`` puts before the image bytes.
+
+    A scalar label gives flag 0; a sequence of labels gives flag = its length,
+    the scalar label 0 and the labels as float32 after the header.
+    """
+    if isinstance(label, (int, float)):
+        return _IRHEADER.pack(0, float(label), record_id, id2)
+    labels = tuple(float(v) for v in label)
+    return _IRHEADER.pack(len(labels), 0.0, record_id, id2) + struct.pack(
+        "<%df" % len(labels), *labels
+    )
+
+
+def pack(label: float | Sequence[float], record_id: int, image: bytes, id2: int = 0) -> bytes:
+    """``mx.recordio.pack(IRHeader(0, label, record_id, id2), image)``."""
+    return pack_header(label, record_id, id2) + image
+
+
+def unpack(payload: bytes) -> tuple[IRHeader, bytes]:
+    """Split a record payload into its header and image bytes (``mx.recordio.unpack``)."""
+    if len(payload) < IRHEADER_SIZE:
+        raise RecordIOError(
+            "record payload of %d bytes is shorter than the %d-byte IRHeader"
+            % (len(payload), IRHEADER_SIZE)
+        )
+    flag, label, rid, id2 = _IRHEADER.unpack_from(payload)
+    body = payload[IRHEADER_SIZE:]
+    if flag > 0:
+        need = 4 * flag
+        if len(body) < need:
+            raise RecordIOError(
+                "record declares %d labels but has only %d bytes after its header"
+                % (flag, len(body))
+            )
+        labels = struct.unpack_from("<%df" % flag, body)
+        return IRHeader(flag, labels, rid, id2), body[need:]
+    return IRHeader(flag, label, rid, id2), body
+
+
+def _length_word(cflag: int, length: int) -> bytes:
+    return struct.pack("<I", (cflag << 29) | length)
+
+
+def frame(payload: bytes) -> list[bytes]:
+    """The byte pieces dmlc-core's ``RecordIOWriter::WriteRecord`` writes for ``payload``.
+
+    Returned as a list of pieces (joined by the caller or written one by one)
+    so that a multi-megabyte payload is never copied just to be framed.
+    """
+    size = len(payload)
+    if size > MAX_RECORD_BYTES:
+        raise RecordIOError(
+            "record of %d bytes is too large for RecordIO (limit %d bytes)" % (size, MAX_RECORD_BYTES)
+        )
+    pieces: list[bytes] = []
+    view = memoryview(payload)
+    start = 0  # first byte of the part being built (dmlc-core's dptr)
+    pos = payload.find(MAGIC_BYTES)
+    # Only aligned occurrences split the record; bytes.find keeps the scan in C.
+    while pos != -1:
+        if pos % 4 == 0:
+            pieces.append(MAGIC_BYTES)
+            pieces.append(_length_word(FLAG_FIRST if start == 0 else FLAG_MIDDLE, pos - start))
+            if pos != start:
+                pieces.append(view[start:pos])
+            start = pos + 4
+            pos = payload.find(MAGIC_BYTES, start)
+        else:
+            pos = payload.find(MAGIC_BYTES, pos + 1)
+    pieces.append(MAGIC_BYTES)
+    pieces.append(_length_word(FLAG_LAST if start != 0 else FLAG_WHOLE, size - start))
+    if start != size:
+        pieces.append(view[start:] if start else payload)
+    pad = -size % 4
+    if pad:
+        pieces.append(b"\0" * pad)
+    return pieces
+
+
+def framed_size(pieces: Sequence[bytes]) -> int:
+    return sum(len(p) for p in pieces)
+
+
+class RecordWriter:
+    """Streams framed records into a binary file object and tracks what it wrote.
+
+    ``write`` returns the byte offset of the record's first byte, the value the
+    ``.idx`` file stores. The sha256 of everything written is kept as it goes,
+    so a shard's checksum costs no second read.
+    """
+
+    def __init__(self, fileobj: BinaryIO):
+        self._out = fileobj
+        self._hash = hashlib.sha256()
+        self.offset = 0
+        self.records = 0
+
+    def write(self, payload: bytes) -> int:
+        start = self.offset
+        for piece in frame(payload):
+            self._out.write(piece)
+            self._hash.update(piece)
+            self.offset += len(piece)
+        self.records += 1
+        return start
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as found in a file: where it starts and its joined payload."""
+
+    offset: int
+    payload: bytes
+
+
+def _read_record(fileobj: BinaryIO, pos: int, name: str) -> tuple[bytes, int] | None:
+    """Read the record starting at byte ``pos`` (the stream's position).
+
+    Returns its joined payload and the position after it, or ``None`` at a
+    clean end of stream. Every framing problem raises ``RecordIOError`` naming
+    the file and byte offset.
+    """
+    parts: list[bytes] = []
+    start = pos
+    while True:
+        head = fileobj.read(8)
+        if not head:
+            if parts:
+                raise RecordIOError("%s: record at byte %d ends before its last part" % (name, start))
+            return None
+        if len(head) < 8:
+            raise RecordIOError("%s: truncated record header at byte %d" % (name, pos))
+        magic, lrec = struct.unpack("<II", head)
+        if magic != MAGIC:
+            raise RecordIOError(
+                "%s: bad magic 0x%08x at byte %d (expected 0x%08x)" % (name, magic, pos, MAGIC)
+            )
+        cflag, length = lrec >> 29, lrec & _LENGTH_MASK
+        if cflag > FLAG_LAST:
+            raise RecordIOError("%s: invalid continuation flag %d at byte %d" % (name, cflag, pos))
+        if bool(parts) != (cflag in (FLAG_MIDDLE, FLAG_LAST)):
+            raise RecordIOError(
+                "%s: continuation flag %d out of sequence at byte %d" % (name, cflag, pos)
+            )
+        padded = (length + 3) & ~3
+        data = fileobj.read(padded)
+        if len(data) < padded:
+            raise RecordIOError(
+                "%s: record part at byte %d is truncated (%d of %d bytes present)"
+                % (name, pos, len(data), padded)
+            )
+        if padded != length and any(data[length:]):
+            raise RecordIOError("%s: non-zero padding after record part at byte %d" % (name, pos))
+        pos += 8 + padded
+        if cflag in (FLAG_WHOLE, FLAG_LAST):
+            parts.append(data[:length] if padded != length else data)
+            return b"".join(parts), pos
+        parts.append(data[:length] if padded != length else data)
+        parts.append(MAGIC_BYTES)
+
+
+def read_records(fileobj: BinaryIO, name: str = "<stream>") -> Iterator[RawRecord]:
+    """Yield every record of a RecordIO stream, checking the framing strictly."""
+    pos = 0
+    while True:
+        got = _read_record(fileobj, pos, name)
+        if got is None:
+            return
+        payload, end = got
+        yield RawRecord(pos, payload)
+        pos = end
+
+
+def read_record_at(fileobj: BinaryIO, offset: int, name: str = "<stream>") -> bytes:
+    """The payload of the record starting at ``offset`` (random access through an ``.idx``)."""
+    fileobj.seek(offset)
+    got = _read_record(fileobj, offset, name)
+    if got is None:
+        raise RecordIOError("%s: no record at byte %d (end of file)" % (name, offset))
+    return got[0]
+
+
+def format_idx_line(key: int, offset: int) -> str:
+    """One ``.idx`` line as ``MXIndexedRecordIO.write_idx`` writes it."""
+    return "%d\t%d\n" % (key, offset)
+
+
+def parse_idx(text: str, name: str = "<idx>") -> list[tuple[int, int]]:
+    """``(key, offset)`` pairs of an ``.idx`` file, in file order."""
+    entries = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise RecordIOError("%s line %d: expected 'key<TAB>offset', got %r" % (name, lineno, line))
+        try:
+            entries.append((int(fields[0]), int(fields[1])))
+        except ValueError:
+            raise RecordIOError(
+                "%s line %d: key and offset must be integers, got %r" % (name, lineno, line)
+            ) from None
+    return entries

@@ -1,0 +1,181 @@
+"""Convert a folder of class folders into sharded MXNet RecordIO files, on Apache Beam.
+
+On one machine (the default runner; one worker process per core):
+
+    python -m pipeline.run --input ./photos --output ./out
+
+On a cluster, the same job with Beam's flags for the runner, for example:
+
+    python -m pipeline.run --input s3://bucket/photos/ --output s3://bucket/rec/ \\
+        --runner=DaskRunner --dask_client_address=tcp://scheduler:8786
+
+Our own flags are listed by ``--help``; every other flag is passed to Beam's
+``PipelineOptions`` unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from imgrec import storage
+from imgrec.errors import STAGE_LIST, ErrorRecord
+from imgrec.finalize import IncompleteError, OutputError, finalize, layout_for, prepare_output
+from imgrec.options import ConvertOptions, OptionsError, add_options, from_args, load_config
+from transforms.list_images import ListImages
+from transforms.plan_shards import PlanShards
+from transforms.write_shards import WriteShards
+
+LOG = logging.getLogger("pipeline.run")
+
+# Beam accepts only dotted paths for runners outside its own package list.
+RUNNER_ALIASES = {
+    "DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner",
+}
+
+
+class UsageError(Exception):
+    """Bad input or options: exit 2 with one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.run",
+        description=(
+            "Convert a folder of class folders (local or s3://) into sharded MXNet RecordIO "
+            "(.rec + .idx) for SageMaker, MXNet/Gluon and DALI. Flags not listed here go to Beam."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(parser)
+    return parser
+
+
+def parse(argv: list[str]) -> tuple[ConvertOptions, list[str], argparse.Namespace]:
+    parser = build_parser()
+    pre, _ = parser.parse_known_args(argv)
+    config_beam_args: list[str] = []
+    if pre.config:
+        values, config_beam_args = load_config(pre.config)
+        parser.set_defaults(**values)
+    ns, beam_args = parser.parse_known_args(argv)
+    return from_args(ns), config_beam_args + beam_args, ns
+
+
+def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, object | None]:
+    """Beam options, and the runner object to use (``None`` lets Beam pick from ``--runner``)."""
+    args = list(beam_args)
+    for i, arg in enumerate(args):
+        for short, full in RUNNER_ALIASES.items():
+            if arg in ("--runner=%s" % short,):
+                args[i] = "--runner=%s" % full
+            elif arg == short and i > 0 and args[i - 1] == "--runner":
+                args[i] = full
+    opts = PipelineOptions(args)
+    runner = opts.view_as(StandardOptions).runner
+    if runner in (None, "DirectRunner", "direct"):
+        # Beam's DirectRunner first tries to download the Prism runner binary, which
+        # fails (slowly) offline; the FnApiRunner is what it falls back to anyway.
+        direct = opts.view_as(DirectOptions)
+        if not direct.direct_num_workers:
+            direct.direct_num_workers = os.cpu_count() or 1
+        if direct.direct_running_mode == "in_memory" and "--direct_running_mode" not in " ".join(args):
+            direct.direct_running_mode = "multi_processing" if direct.direct_num_workers > 1 else "in_memory"
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return opts, FnApiRunner()
+    return opts, None
+
+
+def discover_classes(options: ConvertOptions) -> tuple[list[str], list[ErrorRecord]]:
+    """Class names (sorted top-level folders) and the images found outside any class."""
+    dirs, files = storage.list_top(options.input)
+    root_errors = []
+    for name in files:
+        if os.path.splitext(name)[1].lower() in options.exts:
+            root_errors.append(
+                ErrorRecord(name, "no_class", STAGE_LIST, "image directly in the input folder has no class folder")
+            )
+    bad = [d for d in dirs if d in (".", "..") or "/" in d or any(c in d for c in "\t\n\r")]
+    if bad:
+        raise UsageError("class folder name %r cannot be used (it would escape the output or break .lst lines)" % bad[0])
+    if not dirs:
+        raise UsageError(
+            "%s has no class folders: put each class's images in its own sub-folder (%d files found at the top level)"
+            % (options.input, len(files))
+        )
+    return sorted(dirs), root_errors
+
+
+def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str]):
+    layout = layout_for(options)
+    # (class_index, class_name)
+    class_elems = p | "Classes" >> beam.Create(list(enumerate(classes)))
+    # ImageRef(relpath, size, label, split, key)
+    refs = class_elems | "ListImages" >> ListImages(
+        options.input, options.output, layout, options.exts, options.ratios, options.split_seed
+    )
+    # ((split, shard, shards), [ImageRef]) and {(split, shard): first id}
+    groups, bases = refs | "PlanShards" >> PlanShards(
+        options.ratios, options.shard_size_mb, options.images_per_shard, options.output
+    )
+    # {split, shard, shards, records, bytes, sha256}
+    return groups | "WriteShards" >> WriteShards(options, layout, bases)
+
+
+def run(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options, beam_args, ns = parse(argv)
+    except OptionsError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, ns.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "botocore", "urllib3", "smart_open"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, ns.log_level)))
+    started = time.time()
+    try:
+        classes, root_errors = discover_classes(options)
+        prepare_output(options)
+        opts, runner = pipeline_options(beam_args)
+        LOG.info("%d classes under %s; writing to %s", len(classes), options.input, options.output)
+        p = beam.Pipeline(runner=runner, options=opts)
+        build_pipeline(p, options, classes)
+        result = p.run()
+        result.wait_until_finish()
+        manifest = finalize(
+            options,
+            classes,
+            root_errors,
+            {"output": options.output, "wall_seconds": round(time.time() - started, 3)},
+        )
+    except (UsageError, OutputError, storage.StorageError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    except IncompleteError as exc:
+        print("error: the job did not complete, no manifest written: %s" % exc, file=sys.stderr)
+        return 1
+    total = sum(s["records"] for s in manifest["splits"].values())
+    if total == 0:
+        print(
+            "error: no images found under %s (extensions %s); nothing to convert"
+            % (options.input, ",".join(options.exts)),
+            file=sys.stderr,
+        )
+        return 2
+    print(manifest["summary_text"], end="")
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

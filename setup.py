@@ -1,0 +1,28 @@
+"""Installable package; also usable as Beam's ``--setup_file`` for remote workers."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="imgrec-beam",
+    version="0.1.0",
+    description="Convert image folders (local or S3) into sharded MXNet RecordIO files with Apache Beam",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "imgrec", "imgrec.*"]),
+    install_requires=[
+        "apache-beam==2.77.0",
+        "opencv-python-headless>=4.8",
+        "boto3>=1.34",
+        "smart-open[s3]>=7.0",
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "dask": ["apache-beam[dask]==2.77.0"],
+        "test": ["pytest>=8", "pytest-timeout", "moto[server]>=5", "apache-beam[dask]==2.77.0"],
+        "bench": ["scikit-image", "scikit-learn", "psutil"],
+    },
+    entry_points={
+        "console_scripts": [
+            "imgrec-convert=pipeline.run:main",
+        ]
+    },
+)

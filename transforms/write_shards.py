@@ -1,0 +1,156 @@
+"""WriteShards: one DoFn call per shard reads, checks/encodes and streams its records.
+
+Image bytes exist only inside this stage: they are read, turned into a
+record and written to the shard's output stream, never emitted as elements.
+Per shard: the ``.rec`` (atomic), its ``.idx`` (atomic), then a completion
+record under ``_work/shards/`` with the counts, the sha256, the ``.lst``
+lines and the skipped inputs. The completion record is written last, so its
+presence means the shard is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from imgrec import images, recordio, storage
+from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
+from imgrec.layout import Layout
+from imgrec.options import ConvertOptions
+from imgrec.parallel import ordered_map
+from imgrec.planning import ImageRef, order_in_shard
+
+
+def read_input(uri: str) -> bytes:
+    """Read one input file; an OS-level failure becomes a BadImage with a reason tag."""
+    try:
+        return storage.read_bytes(uri)
+    except PermissionError:
+        raise images.BadImage("unreadable", "permission denied") from None
+    except FileNotFoundError:
+        raise images.BadImage("missing", "file vanished after listing") from None
+    except IsADirectoryError:
+        raise images.BadImage("unreadable", "is a folder") from None
+    except OSError as exc:
+        raise images.BadImage("unreadable", exc.strerror or str(exc)) from None
+
+
+def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, str]:
+    """The image bytes to store for one input, or BadImage; also returns the failing stage."""
+    info = images.check_structure(data, options.max_pixels)
+    if options.pass_through:
+        if options.validate == "decode":
+            images.full_decode_check(data, options.encode.color)
+        return data
+    return images.transcode(data, info, options.encode)
+
+
+def format_lst_line(record_id: int, label, relpath: str) -> str:
+    """One ``.lst`` line the way im2rec.py writes it: index, labels as %f, path."""
+    labels = label if isinstance(label, (list, tuple)) else (label,)
+    return "%d\t%s\t%s\n" % (record_id, "\t".join("%f" % float(v) for v in labels), relpath)
+
+
+def shard_digest(refs, options: ConvertOptions) -> str:
+    """What a shard was made from: its images (in order) and the options that shape bytes."""
+    h = hashlib.sha256(json.dumps(options.fingerprint_fields(), sort_keys=True, default=str).encode())
+    for ref in refs:
+        h.update(("%s\0%d\0%r\0%d\n" % (ref.relpath, ref.size, ref.label, ref.key)).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, layout: Layout, threads: int):
+    """Write one shard and its completion record; returns the completion record (a dict)."""
+    ordered = order_in_shard(refs)
+    out = options.output
+    rec_rel = layout.rec(split, shard, shards)
+    idx_rel = layout.idx(split, shard, shards)
+
+    def load(item):
+        record_id, ref = item
+        try:
+            data = read_input(storage.join(options.input, ref.relpath))
+        except images.BadImage as exc:
+            return ref, record_id, None, ErrorRecord(ref.relpath, exc.reason, STAGE_READ, exc.detail)
+        try:
+            payload = image_payload(data, options)
+        except images.BadImage as exc:
+            stage = STAGE_VALIDATE if options.pass_through or exc.reason != "encode_failed" else STAGE_ENCODE
+            return ref, record_id, None, ErrorRecord(ref.relpath, exc.reason, stage, exc.detail)
+        return ref, record_id, recordio.pack(ref.label, record_id, payload), None
+
+    idx_lines, lst_lines, offsets, errors = [], [], [], []
+    work = ((first_id + i, ref) for i, ref in enumerate(ordered))
+    with storage.atomic_writer(storage.join(out, rec_rel)) as f:
+        writer = recordio.RecordWriter(f)
+        for ref, record_id, packed, error in ordered_map(load, work, threads, window=4 * max(1, threads)):
+            if error is not None:
+                errors.append(error)
+                continue
+            offset = writer.write(packed)
+            offsets.append(offset)
+            idx_lines.append(recordio.format_idx_line(record_id, offset))
+            lst_lines.append(format_lst_line(record_id, ref.label, ref.relpath))
+        size, sha, written = writer.offset, writer.sha256(), writer.records
+    storage.write_text(storage.join(out, idx_rel), "".join(idx_lines))
+    record = {
+        "split": split,
+        "shard": shard,
+        "shards": shards,
+        "rec": rec_rel,
+        "idx": idx_rel,
+        "records": written,
+        "planned": len(ordered),
+        "bytes": size,
+        "sha256": sha,
+        "digest": shard_digest(ordered, options),
+        "offsets": offsets,
+        "lst": lst_lines,
+        "errors": [e.to_json() for e in errors],
+    }
+    storage.write_text(
+        storage.join(out, layout.shard_record(split, shard, shards)), json.dumps(record, ensure_ascii=False)
+    )
+    return record
+
+
+class _WriteShardFn(beam.DoFn):
+    def __init__(self, options: ConvertOptions, layout: Layout):
+        self._options = options
+        self._layout = layout
+        self._images = Metrics.counter("imgrec", "images_written")
+        self._bytes = Metrics.counter("imgrec", "bytes_written")
+        self._skipped = Metrics.counter("imgrec", "images_skipped")
+        self._shards = Metrics.counter("imgrec", "shards_written")
+
+    def setup(self):
+        self._threads = self._options.threads or os.cpu_count() or 1
+
+    def process(self, element, bases):
+        # element: ((split, shard, shards), [ImageRef])
+        (split, shard, shards), refs = element
+        record = write_shard(
+            split, shard, shards, list(refs), bases[(split, shard)], self._options, self._layout, self._threads
+        )
+        self._images.inc(record["records"])
+        self._bytes.inc(record["bytes"])
+        self._skipped.inc(len(record["errors"]))
+        self._shards.inc()
+        yield {k: record[k] for k in ("split", "shard", "shards", "records", "bytes", "sha256")}
+
+
+class WriteShards(beam.PTransform):
+    """PCollection[((split, shard, shards), [ImageRef])] -> PCollection[shard summary dict]."""
+
+    def __init__(self, options: ConvertOptions, layout: Layout, bases):
+        super().__init__()
+        self._options = options
+        self._layout = layout
+        self._bases = bases
+
+    def expand(self, groups):
+        return groups | "WriteShard" >> beam.ParDo(_WriteShardFn(self._options, self._layout), self._bases)
