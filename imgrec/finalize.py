@@ -88,6 +88,11 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
         errors.extend(from_json(e) for e in rec["errors"])
         ignored += rec["ignored_non_image"]
         listed += rec["images"]
+    if listed == 0:
+        raise OutputError(
+            "no images found under %s (extensions %s; %d other files ignored, %d unusable): nothing to convert"
+            % (options.input, ",".join(options.exts), ignored, len(errors))
+        )
 
     splits_doc: dict[str, Any] = {}
     class_counts: dict[str, dict[str, int]] = {}

@@ -39,8 +39,8 @@ def read_input(uri: str) -> bytes:
         raise images.BadImage("unreadable", exc.strerror or str(exc)) from None
 
 
-def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, str]:
-    """The image bytes to store for one input, or BadImage; also returns the failing stage."""
+def image_payload(data: bytes, options: ConvertOptions) -> bytes:
+    """The image bytes to store for one input; raises BadImage when it cannot be stored."""
     info = images.check_structure(data, options.max_pixels)
     if options.pass_through:
         if options.validate == "decode":
