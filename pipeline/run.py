@@ -121,12 +121,12 @@ def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str]
     refs = class_elems | "ListImages" >> ListImages(
         options.input, options.output, layout, options.exts, options.ratios, options.split_seed
     )
-    # ((split, shard, shards), [ImageRef]) and {(split, shard): first id}
-    groups, bases = refs | "PlanShards" >> PlanShards(
+    # ((split, shard, shards), first_id, [ImageRef])
+    groups = refs | "PlanShards" >> PlanShards(
         options.ratios, options.shard_size_mb, options.images_per_shard, options.output
     )
     # {split, shard, shards, records, bytes, sha256}
-    return groups | "WriteShards" >> WriteShards(options, layout, bases)
+    return groups | "WriteShards" >> WriteShards(options, layout)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -85,11 +85,9 @@ def make_refs(n):
 def test_plan_shards_groups_by_key_and_numbers_ids_densely(tmp_path):
     refs = make_refs(40)
     with pipeline() as p:
-        groups, bases = p | beam.Create(refs) | PlanShards(RATIOS, 256, 5, str(tmp_path))
+        groups = p | beam.Create(refs) | PlanShards(RATIOS, 256, 5, str(tmp_path))
         # (split, shard, shards, first id, sorted relpaths)
-        summary = groups | beam.Map(
-            lambda g, b: (g[0][0], g[0][1], g[0][2], b[(g[0][0], g[0][1])], sorted(r.relpath for r in g[1])), bases
-        )
+        summary = groups | beam.Map(lambda g: (*g[0], g[1], sorted(r.relpath for r in g[2])))
         expected = []
         for split in ("train", "validation"):
             members = [r for r in refs if r.split == split]
@@ -114,12 +112,7 @@ def test_write_shards_streams_records_in_key_order(tree, tmp_path):
     refs = [expected_ref("cat/a.jpg", 0, 0), expected_ref("dog/c.png", 0, 1), expected_ref("dog/gone.jpg", 0, 1)]
     refs = [r._replace(split="train") for r in refs]
     with pipeline() as p:
-        bases = p | "Bases" >> beam.Create([{("train", 0): 10}])
-        results = (
-            p
-            | beam.Create([(("train", 0, 1), refs)])
-            | WriteShards(opts, layout, beam.pvalue.AsSingleton(bases))
-        )
+        results = p | beam.Create([(("train", 0, 1), 10, refs)]) | WriteShards(opts, layout)
         assert_that(results | beam.Map(lambda r: (r["split"], r["shard"], r["records"])), equal_to([("train", 0, 2)]))
     record = json.loads((out / layout.shard_record("train", 0, 1)).read_text())
     assert record["errors"][0]["path"] == "dog/gone.jpg" and record["errors"][0]["reason"] == "missing"

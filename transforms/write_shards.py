@@ -130,12 +130,10 @@ class _WriteShardFn(beam.DoFn):
     def setup(self):
         self._threads = self._options.threads or os.cpu_count() or 1
 
-    def process(self, element, bases):
-        # element: ((split, shard, shards), [ImageRef])
-        (split, shard, shards), refs = element
-        record = write_shard(
-            split, shard, shards, list(refs), bases[(split, shard)], self._options, self._layout, self._threads
-        )
+    def process(self, element):
+        # element: ((split, shard, shards), first_id, [ImageRef])
+        (split, shard, shards), first_id, refs = element
+        record = write_shard(split, shard, shards, list(refs), first_id, self._options, self._layout, self._threads)
         self._images.inc(record["records"])
         self._bytes.inc(record["bytes"])
         self._skipped.inc(len(record["errors"]))
@@ -144,13 +142,12 @@ class _WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """PCollection[((split, shard, shards), [ImageRef])] -> PCollection[shard summary dict]."""
+    """PCollection[((split, shard, shards), first_id, [ImageRef])] -> PCollection[shard summary dict]."""
 
-    def __init__(self, options: ConvertOptions, layout: Layout, bases):
+    def __init__(self, options: ConvertOptions, layout: Layout):
         super().__init__()
         self._options = options
         self._layout = layout
-        self._bases = bases
 
     def expand(self, groups):
-        return groups | "WriteShard" >> beam.ParDo(_WriteShardFn(self._options, self._layout), self._bases)
+        return groups | "WriteShard" >> beam.ParDo(_WriteShardFn(self._options, self._layout))
