@@ -1,0 +1,113 @@
+"""Run one command and measure it: wall time, peak summed RSS of its process tree, CPU used.
+
+Peak memory is the largest sum of resident set sizes over the process and all
+its descendants, sampled every ``interval`` seconds with psutil (shared pages
+are counted once per process, as the issue asks). CPU is the user+system time
+of the whole tree; "other CPU" is the CPU the rest of the machine used in the
+same wall-clock window, which says how noisy the measurement was.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+
+import psutil
+
+SAMPLE_SECONDS = 0.05
+
+
+@dataclass
+class Measurement:
+    wall: float  # seconds, process start to exit
+    peak_rss: int  # bytes, largest summed RSS of the tree
+    cpu: float  # seconds of user+system time of the tree
+    other_cpu: float  # seconds of CPU the rest of the machine used meanwhile
+    returncode: int
+    log: str  # path of the combined stdout/stderr
+
+    @property
+    def cpu_percent(self) -> float:
+        return 100.0 * self.cpu / self.wall if self.wall else 0.0
+
+    @property
+    def other_cpu_percent(self) -> float:
+        return 100.0 * self.other_cpu / self.wall if self.wall else 0.0
+
+
+def _busy_seconds() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+
+
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = None, timeout: float = 7200) -> Measurement:
+    """Run ``cmd`` to completion, sampling its process tree; output goes to ``log``."""
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy0 = _busy_seconds()
+    seen_cpu: dict[tuple[int, float], float] = {}  # (pid, create_time) -> last CPU seconds seen
+    peak = 0
+    with open(log, "wb") as out:
+        start = time.perf_counter()
+        popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        root = psutil.Process(popen.pid)
+        while True:
+            total = 0
+            for p in _tree(root):
+                try:
+                    with p.oneshot():
+                        total += p.memory_info().rss
+                        t = p.cpu_times()
+                        seen_cpu[(p.pid, p.create_time())] = t.user + t.system
+                except psutil.Error:
+                    continue
+            peak = max(peak, total)
+            if popen.poll() is not None:
+                break
+            if time.perf_counter() - start > timeout:
+                popen.kill()
+                popen.wait()
+                break
+            time.sleep(SAMPLE_SECONDS)
+        wall = time.perf_counter() - start
+    busy = _busy_seconds() - busy0
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Descendants reaped by their parents roll up into the child's rusage; ones
+    # that were not are still in the sampled figures, so take the larger.
+    reaped = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
+    cpu = max(reaped, sum(seen_cpu.values()))
+    return Measurement(wall, peak, cpu, max(0.0, busy - cpu), popen.returncode, log)
+
+
+def run_checked(cmd: list[str], log: str, **kwargs) -> Measurement:
+    m = run(cmd, log, **kwargs)
+    if m.returncode != 0:
+        with open(log, "rb") as f:
+            tail = f.read()[-3000:].decode("utf-8", "replace")
+        raise SystemExit("bench: command failed (exit %d): %s\n--- last output (%s) ---\n%s" % (
+            m.returncode, " ".join(cmd), log, tail))
+    return m
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = psutil.virtual_memory().total / 2**30
+    return "%s, %d logical cores (%d usable), %.0f GiB RAM, %s" % (
+        cpu, psutil.cpu_count(), len(os.sched_getaffinity(0)), mem, " ".join(os.uname()[0:3:2]))
