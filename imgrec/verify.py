@@ -1,0 +1,561 @@
+"""Check a finished output folder against its manifest, record by record. No Beam.
+
+``verify_output(OUT)`` reads ``manifest.json`` and then every shard it lists,
+once, front to back, through ``imgrec.storage`` (so a local folder and an
+``s3://`` prefix are checked the same way). For each shard it checks:
+
+* the RecordIO framing of every record: magic word, continuation flags, length
+  words, zero padding (``recordio.read_records`` is strict about all four);
+* every payload: a readable IRHeader, labels that are class indexes inside the
+  class map, an id not used twice in the split, an image OpenCV can decode;
+* the shard's ``.idx``: one ``key<TAB>offset`` line per record, in order, the
+  key equal to the record's id and the offset equal to its first byte;
+* the manifest: the shard's record count, size and sha256.
+
+and per split the merged index (DALI's), the ``.lst`` file and the per-class
+counts. Every problem is a ``Problem``: the file (relative to OUT), and a
+message that names the record and the byte offset where there is one.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Iterable
+
+import cv2
+import numpy as np
+
+from imgrec import recordio, storage
+from imgrec.layout import CLASSES_JSON, LABELS_TXT, MANIFEST, WORK
+from imgrec.planning import SPLITS
+
+LOG = logging.getLogger("imgrec.verify")
+
+# Shards are hashed while they are parsed; reading in large pieces keeps the
+# number of calls (and S3 range requests) low while records are parsed in small reads.
+READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the output: the file it is in and what is wrong, precisely."""
+
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return "%s: %s" % (self.file, self.message)
+
+
+@dataclass
+class ShardResult:
+    """What reading one shard found."""
+
+    entries: list[tuple[int, int]] = field(default_factory=list)  # (id, offset) per record, in file order
+    labels: dict[int, tuple[float, ...]] = field(default_factory=dict)  # id -> labels
+    size: int = 0
+    sha256: str = ""
+    framing_ok: bool = True
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    out: str
+    classes: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> records read
+    shards: int = 0
+    records: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _HashingReader:
+    """A forward-only reader that hashes and counts every byte it hands out.
+
+    ``position`` is the byte offset of the next byte to be read, which is where
+    the next record starts between two ``read_records`` steps.
+    """
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._buf = b""
+        self._pos = 0  # next unread byte of _buf
+        self._hash = hashlib.sha256()
+        self.position = 0
+
+    def read(self, n: int) -> bytes:
+        avail = len(self._buf) - self._pos
+        if avail >= n:
+            out = self._buf[self._pos : self._pos + n]
+            self._pos += n
+        else:
+            parts = [self._buf[self._pos :]]
+            need = n - avail
+            self._buf, self._pos = b"", 0
+            while need > 0:
+                chunk = self._raw.read(max(READ_CHUNK, need))
+                if not chunk:
+                    break
+                self._hash.update(chunk)
+                if len(chunk) <= need:
+                    parts.append(chunk)
+                    need -= len(chunk)
+                else:
+                    parts.append(chunk[:need])
+                    self._buf, self._pos, need = chunk, need, 0
+            out = b"".join(parts)
+        self.position += len(out)
+        return out
+
+    def drain(self) -> None:
+        """Read (and hash) whatever is left, so size and sha256 cover the whole file."""
+        self.position += len(self._buf) - self._pos
+        self._buf, self._pos = b"", 0
+        while True:
+            chunk = self._raw.read(READ_CHUNK)
+            if not chunk:
+                return
+            self._hash.update(chunk)
+            self.position += len(chunk)
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+# ---------------------------------------------------------------- one record
+
+
+def label_problem(labels: tuple[float, ...], num_classes: int) -> str | None:
+    """Why these labels are not class indexes of a map with ``num_classes`` classes, or None."""
+    for value in labels:
+        if not math.isfinite(value) or value != int(value):
+            return "label %r is not a class index (a whole number)" % value
+        if not 0 <= int(value) < num_classes:
+            return "label %d is outside the class map (%d classes, labels 0-%d)" % (
+                int(value), num_classes, num_classes - 1
+            )
+    return None
+
+
+def decode_problem(image: bytes) -> str | None:
+    """Why OpenCV cannot decode these image bytes, or None when it can."""
+    if not image:
+        return "record has no image bytes"
+    try:
+        img = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
+        img, why = None, detail
+    else:
+        why = "cv2.imdecode returned nothing"
+    if img is None or img.size == 0:
+        return "image does not decode (%s; %d bytes starting %s)" % (why, len(image), image[:4].hex(" "))
+    return None
+
+
+def _labels_of(header: recordio.IRHeader) -> tuple[float, ...]:
+    return tuple(header.label) if isinstance(header.label, tuple) else (header.label,)
+
+
+def _where(index: int, record_id: int | None, offset: int) -> str:
+    ident = "" if record_id is None else " (id %d)" % record_id
+    return "record %d%s at byte %d" % (index, ident, offset)
+
+
+# ---------------------------------------------------------------- one shard
+
+
+class _Decoder:
+    """Runs the decode check on a few threads (OpenCV releases the GIL), results in order."""
+
+    def __init__(self, threads: int, report: Callable[[tuple[int, str], str | None], None]):
+        self._threads = threads
+        self._report = report
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify") if threads > 1 else None
+        self._pending: collections.deque = collections.deque()
+
+    def submit(self, key: tuple[int, str], image: bytes) -> None:
+        if self._pool is None:
+            self._report(key, decode_problem(image))
+            return
+        self._pending.append((key, self._pool.submit(decode_problem, image)))
+        while len(self._pending) > 4 * self._threads:
+            self._collect_one()
+
+    def _collect_one(self) -> None:
+        key, fut = self._pending.popleft()
+        self._report(key, fut.result())
+
+    def finish(self) -> None:
+        while self._pending:
+            self._collect_one()
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def read_shard(
+    fileobj: BinaryIO,
+    name: str,
+    num_classes: int,
+    decode: bool = True,
+    threads: int = 1,
+    index: list[tuple[int, int]] | None = None,
+    reopen: Callable[[], BinaryIO] | None = None,
+) -> ShardResult:
+    """Read one ``.rec`` stream front to back and check every record in it.
+
+    ``index`` (the shard's parsed ``.idx``) and ``reopen`` are only used to
+    explain a framing error: when the record after a bad one starts where the
+    ``.idx`` says, the bad one's length word is what is wrong.
+    """
+    result = ShardResult()
+    reader = _HashingReader(fileobj)
+    records = recordio.read_records(reader, name)  # type: ignore[arg-type]
+    problems = result.problems
+    record_problems: list[tuple[int, Problem]] = []  # (record index, problem), sorted at the end
+
+    def report_decode(key: tuple[int, str], why: str | None) -> None:
+        if why:
+            record_problems.append((key[0], Problem(name, "%s: %s" % (key[1], why))))
+
+    decoder = _Decoder(threads if decode else 1, report_decode)
+    i = 0
+    try:
+        while True:
+            start = reader.position
+            try:
+                raw = next(records)
+            except StopIteration:
+                break
+            except recordio.RecordIOError as exc:
+                result.framing_ok = False
+                message = str(exc)
+                if message.startswith(name + ": "):
+                    message = message[len(name) + 2 :]
+                ident = ", id %d per the .idx" % index[i][0] if index is not None and i < len(index) else ""
+                problems.append(Problem(name, "%s (reading record %d%s)%s" % (message, i, ident, _explain_framing(
+                    result.entries, i, start, index, reopen, name))))
+                break
+            try:
+                header, image = recordio.unpack(raw.payload)
+            except recordio.RecordIOError as exc:
+                record_problems.append((i, Problem(name, "%s: %s" % (_where(i, None, raw.offset), exc))))
+                result.entries.append((-1, raw.offset))
+                i += 1
+                continue
+            result.entries.append((header.id, raw.offset))
+            labels = _labels_of(header)
+            why = label_problem(labels, num_classes)
+            if why:
+                record_problems.append((i, Problem(name, "%s: %s" % (_where(i, header.id, raw.offset), why))))
+            result.labels[header.id] = labels
+            if decode:
+                decoder.submit((i, _where(i, header.id, raw.offset)), image)
+            i += 1
+    finally:
+        decoder.finish()
+    reader.drain()
+    result.size = reader.position
+    result.sha256 = reader.sha256()
+    record_problems.sort(key=lambda t: t[0])
+    problems.extend(p for _, p in record_problems)
+    return result
+
+
+def _explain_framing(entries, i, start, index, reopen, name) -> str:
+    """Extra words for a framing error at record ``i``: is the previous record's length wrong?"""
+    if not entries or index is None or reopen is None or i >= len(index) or i == 0:
+        return ""
+    expected = index[i][1]
+    if expected == start:
+        return ""
+    try:
+        with reopen() as f:
+            recordio.read_record_at(f, expected, name)
+    except recordio.RecordIOError:
+        return ""
+    prev_id, prev_offset = entries[i - 1]
+    return (
+        "; the length word of record %d (id %d) at byte %d is wrong: it ends that record at byte %d, "
+        "but the .idx puts record %d at byte %d, where a valid record starts"
+        % (i - 1, prev_id, prev_offset, start, i, expected)
+    )
+
+
+def compare_index(
+    found: list[tuple[int, int]], index: list[tuple[int, int]], idx_name: str, complete: bool
+) -> list[Problem]:
+    """An ``.idx`` against the records it should describe (``complete``: every record was read)."""
+    for line, (want, got) in enumerate(zip(found, index), 1):
+        if want == got or (want[0] < 0 and want[1] == got[1]):  # unreadable header: reported already
+            continue
+        (rid, offset), (key, idx_offset) = want, got
+        differ = sum(1 for a, b in zip(found, index) if a != b)
+        more = " (%d lines differ in all)" % differ if differ > 1 else ""
+        if idx_offset != offset:
+            return [Problem(idx_name, "line %d: key %d points at byte %d, but record %d (id %d) starts at byte %d%s"
+                            % (line, key, idx_offset, line - 1, rid, offset, more))]
+        return [Problem(idx_name, "line %d: key %d, but the record at byte %d has id %d%s"
+                        % (line, key, offset, rid, more))]
+    if len(index) > len(found) and complete:
+        key, offset = index[len(found)]
+        return [Problem(idx_name, "line %d: key %d points at byte %d, but the shard has only %d records"
+                        % (len(found) + 1, key, offset, len(found)))]
+    if len(index) < len(found):
+        rid, offset = found[len(index)]
+        return [Problem(idx_name, "has %d lines but the shard has %d records; record %d (id %d) at byte %d is not indexed"
+                        % (len(index), len(found), len(index), rid, offset))]
+    return []
+
+
+# ---------------------------------------------------------------- the whole output
+
+
+def _read_index(uri: str, rel: str) -> tuple[list[tuple[int, int]] | None, Problem | None]:
+    try:
+        text = storage.read_text(uri)
+    except FileNotFoundError:
+        return None, Problem(rel, "missing (listed in %s)" % MANIFEST)
+    except UnicodeDecodeError:
+        return None, Problem(rel, "is not a text file")
+    try:
+        return recordio.parse_idx(text, rel), None
+    except recordio.RecordIOError as exc:
+        message = str(exc)
+        return None, Problem(rel, message[len(rel) :].lstrip(" :") if message.startswith(rel) else message)
+
+
+def _read_lst(text: str, rel: str) -> tuple[dict[int, tuple[float, ...]], Problem | None]:
+    out: dict[int, tuple[float, ...]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            out[int(fields[0])] = tuple(float(v) for v in fields[1:-1])
+        except (ValueError, IndexError):
+            return out, Problem(rel, "line %d: expected 'id<TAB>label(s)<TAB>path', got %r" % (lineno, line))
+    return out, None
+
+
+def load_manifest(out: str) -> tuple[dict | None, Problem | None]:
+    try:
+        text = storage.read_text(storage.join(out, MANIFEST))
+    except FileNotFoundError:
+        return None, Problem(MANIFEST, "missing: the job did not finish, or %s is not an output folder of this tool" % out)
+    try:
+        manifest = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, Problem(MANIFEST, "is not valid JSON (%s)" % exc)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict) or not isinstance(
+        manifest.get("classes"), list
+    ):
+        return None, Problem(MANIFEST, "does not have the 'classes' and 'splits' this tool writes")
+    return manifest, None
+
+
+def verify_output(out: str, decode: bool = True, threads: int = 1) -> Report:
+    """Check everything under ``out`` (a folder or an ``s3://`` prefix); returns the report."""
+    report = Report(out)
+    manifest, problem = load_manifest(out)
+    if problem:
+        report.problems.append(problem)
+        return report
+    classes = [str(c) for c in manifest["classes"]]
+    report.classes = classes
+    report.problems.extend(_check_class_files(out, classes))
+    present = set(storage.list_recursive(out))
+    listed: set[str] = set()
+    for split, doc in manifest["splits"].items():
+        report.splits.append(split)
+        report.counts[split] = _check_split(out, split, doc, manifest, classes, present, listed, decode, threads, report)
+    report.problems.extend(_unlisted_files(present, listed, manifest))
+    return report
+
+
+def _check_class_files(out: str, classes: list[str]) -> list[Problem]:
+    problems = []
+    try:
+        mapping = json.loads(storage.read_text(storage.join(out, CLASSES_JSON)))
+        if mapping != {name: i for i, name in enumerate(classes)}:
+            problems.append(Problem(CLASSES_JSON, "does not match the %d classes in %s" % (len(classes), MANIFEST)))
+    except FileNotFoundError:
+        problems.append(Problem(CLASSES_JSON, "missing"))
+    except (ValueError, UnicodeDecodeError):
+        problems.append(Problem(CLASSES_JSON, "is not valid JSON"))
+    try:
+        if storage.read_text(storage.join(out, LABELS_TXT)).splitlines() != classes:
+            problems.append(Problem(LABELS_TXT, "does not list the classes of %s in label order" % MANIFEST))
+    except FileNotFoundError:
+        problems.append(Problem(LABELS_TXT, "missing"))
+    except UnicodeDecodeError:
+        problems.append(Problem(LABELS_TXT, "is not UTF-8 text"))
+    return problems
+
+
+def _check_split(out, split, doc, manifest, classes, present, listed, decode, threads, report) -> dict[str, int]:
+    problems = report.problems
+    seen_ids: dict[int, str] = {}
+    labels_by_id: dict[int, tuple[float, ...]] = {}
+    merged_expected: list[tuple[int, int]] = []
+    base = 0
+    split_clean = True  # every record read and sound: the split-level totals can be compared
+    for shard in doc.get("shards", []):
+        rec_rel, idx_rel = shard["rec"], shard["idx"]
+        listed.update((rec_rel, idx_rel))
+        report.shards += 1
+        index, idx_problem = _read_index(storage.join(out, idx_rel), idx_rel)
+        shard_base = base
+        base += int(shard.get("bytes", 0))
+        rec_uri = storage.join(out, rec_rel)
+        try:
+            with storage.open_read(rec_uri) as f:
+                result = read_shard(
+                    f, rec_rel, len(classes), decode, threads, index, reopen=lambda: storage.open_read(rec_uri)
+                )
+        except FileNotFoundError:
+            problems.append(Problem(rec_rel, "missing (listed in %s)" % MANIFEST))
+            if idx_problem:
+                problems.append(idx_problem)
+            split_clean = False
+            # The merged index can still be checked against this shard's own .idx.
+            merged_expected.extend((key, shard_base + offset) for key, offset in index or [])
+            continue
+        # The merged index must describe the records as found; fall back to the
+        # shard's .idx only where the records could not all be read.
+        merged_expected.extend(
+            (key, shard_base + offset)
+            for key, offset in (result.entries if result.framing_ok or index is None else index)
+        )
+        LOG.info("read %s: %d records, %d bytes", rec_rel, len(result.entries), result.size)
+        problems.extend(result.problems)
+        if result.problems:
+            split_clean = False
+        if idx_problem:
+            problems.append(idx_problem)
+        elif index is not None:
+            problems.extend(compare_index(result.entries, index, idx_rel, result.framing_ok))
+        if result.framing_ok and len(result.entries) != shard.get("records"):
+            problems.append(Problem(rec_rel, "holds %d records, %s says %s" % (len(result.entries), MANIFEST, shard.get("records"))))
+        if result.size != shard.get("bytes"):
+            problems.append(Problem(rec_rel, "is %d bytes, %s says %s%s" % (
+                result.size, MANIFEST, shard.get("bytes"),
+                " (truncated)" if isinstance(shard.get("bytes"), int) and result.size < shard["bytes"] else "")))
+        elif result.sha256 != shard.get("sha256") and not result.problems:
+            problems.append(Problem(rec_rel, "sha256 %s differs from %s (%s): the file was changed after it was written"
+                                    % (result.sha256, MANIFEST, shard.get("sha256"))))
+        for n, (rid, offset) in enumerate(result.entries):
+            if rid < 0:
+                continue
+            if rid in seen_ids:
+                problems.append(Problem(rec_rel, "%s: id %d is used twice in %s (also in %s)" % (
+                    _where(n, rid, offset), rid, split, seen_ids[rid])))
+                split_clean = False
+            else:
+                seen_ids[rid] = rec_rel
+        labels_by_id.update(result.labels)
+        report.records += len(result.entries)
+
+    counts: dict[str, int] = {name: 0 for name in classes}
+    for labels in labels_by_id.values():
+        first = labels[0] if labels else -1
+        if first == int(first) and 0 <= int(first) < len(classes):
+            counts[classes[int(first)]] += 1
+    if split_clean:
+        problems.extend(_check_split_totals(out, split, doc, manifest, classes, counts, labels_by_id))
+    merged_rel = doc.get("merged_idx")
+    if merged_rel:
+        listed.add(merged_rel)
+        merged, problem = _read_index(storage.join(out, merged_rel), merged_rel)
+        if problem:
+            problems.append(problem)
+        elif merged != merged_expected:
+            problems.extend(_merged_mismatch(merged, merged_expected, merged_rel))
+    if doc.get("lst"):
+        listed.add(doc["lst"])
+    return counts
+
+
+def _check_split_totals(out, split, doc, manifest, classes, counts, labels_by_id) -> list[Problem]:
+    problems = []
+    total = sum(counts.values())
+    if doc.get("records") != total:
+        problems.append(Problem(MANIFEST, "split %s: %s records listed, %d found in its shards" % (split, doc.get("records"), total)))
+    expected = manifest.get("class_counts", {}).get(split)
+    if expected is not None:
+        for name in classes:
+            if expected.get(name, 0) != counts[name]:
+                problems.append(Problem(MANIFEST, "split %s, class %s: %d records listed in class_counts, %d found"
+                                        % (split, name, expected.get(name, 0), counts[name])))
+                break
+    lst_rel = doc.get("lst")
+    if lst_rel:
+        try:
+            lst, problem = _read_lst(storage.read_text(storage.join(out, lst_rel)), lst_rel)
+        except FileNotFoundError:
+            return problems + [Problem(lst_rel, "missing (listed in %s)" % MANIFEST)]
+        if problem:
+            return problems + [problem]
+        for rid in sorted(set(lst) | set(labels_by_id)):
+            if lst.get(rid) != labels_by_id.get(rid):
+                problems.append(Problem(lst_rel, "id %d: label %s in the list, %s in the records" % (
+                    rid, _fmt_labels(lst.get(rid)), _fmt_labels(labels_by_id.get(rid)))))
+                break
+    return problems
+
+
+def _fmt_labels(labels) -> str:
+    if labels is None:
+        return "absent"
+    return "/".join("%g" % v for v in labels)
+
+
+def _merged_mismatch(merged, expected, rel) -> list[Problem]:
+    for line, (got, want) in enumerate(zip(merged, expected), 1):
+        if got != want:
+            return [Problem(rel, "line %d: key %d at byte %d, but the shards' .idx files and sizes give key %d at byte %d"
+                            % (line, got[0], got[1], want[0], want[1]))]
+    return [Problem(rel, "has %d lines, the shards' .idx files have %d" % (len(merged), len(expected)))]
+
+
+def _unlisted_files(present: Iterable[str], listed: set[str], manifest: dict) -> list[Problem]:
+    """Shard files in the data folders that the manifest does not list (a reader given the folder would take them)."""
+    problems = []
+    data_tops = set(SPLITS) | set(manifest["splits"]) | {"idx"}
+    for rel in sorted(present):
+        if rel in listed or rel.startswith(WORK + "/"):
+            continue
+        if rel.split("/", 1)[0] in data_tops and rel.endswith((".rec", ".idx")):
+            problems.append(Problem(rel, "is not listed in %s (left over from another run?)" % MANIFEST))
+    return problems
+
+
+# ---------------------------------------------------------------- the table
+
+
+def count_table(report: Report) -> str:
+    """Records per class (rows) and split (columns), with totals."""
+    splits = report.splits
+    width = max([len("class"), len("total")] + [len(c) for c in report.classes])
+    cols = [max(len(s), 7) for s in splits]
+    head = "%-*s" % (width, "class") + "".join("  %*s" % (w, s) for w, s in zip(cols, splits)) + "  %7s" % "total"
+    lines = [head, "-" * len(head)]
+    totals = [0] * len(splits)
+    for name in report.classes:
+        row = [report.counts.get(s, {}).get(name, 0) for s in splits]
+        totals = [t + n for t, n in zip(totals, row)]
+        lines.append("%-*s" % (width, name) + "".join("  %*d" % (w, n) for w, n in zip(cols, row)) + "  %7d" % sum(row))
+    lines.append("-" * len(head))
+    lines.append("%-*s" % (width, "total") + "".join("  %*d" % (w, n) for w, n in zip(cols, totals)) + "  %7d" % sum(totals))
+    return "\n".join(lines) + "\n"

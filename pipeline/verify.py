@@ -1,0 +1,91 @@
+"""Check a converted dataset end to end and print its per-class counts.
+
+    python -m pipeline.verify ./out
+    python -m pipeline.verify s3://bucket/rec/ --no-decode
+
+Every shard listed in ``manifest.json`` is read once, front to back: RecordIO
+framing (magic, flags, lengths, padding), each record's header (labels inside
+the class map, ids unique per split), each image decoded with OpenCV, each
+``.idx`` line against the record it points at, the merged index, the ``.lst``
+files, and the record counts, sizes and sha256 checksums in the manifest.
+
+Exit status: 0 when everything checks out, 1 when a problem is found (one line
+per problem on stderr: file, record, byte offset), 2 when OUT cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from imgrec import storage
+from imgrec.verify import count_table, verify_output
+
+LOG = logging.getLogger("pipeline.verify")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.verify",
+        description="Check every shard of a converted dataset against its manifest; print images per class and split.",
+    )
+    parser.add_argument("output", metavar="OUT", help="the --output folder (or s3:// prefix) of pipeline.run")
+    parser.add_argument(
+        "--no-decode", dest="decode", action="store_false",
+        help="skip decoding every image with OpenCV (framing, labels, indexes and checksums are still checked)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="images decoded at once (OpenCV releases the GIL); 0 = number of cores (default: 0)",
+    )
+    parser.add_argument(
+        "--max-problems", type=int, default=50, help="print at most this many problems (default: 50)"
+    )
+    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="INFO reports each shard as it is read (default: WARNING)")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s", force=True)
+    if args.threads < 0:
+        print("error: --threads must be 0 (one per core) or more, got %d" % args.threads, file=sys.stderr)
+        return 2
+    out = args.output
+    if not storage.is_s3(out) and not os.path.isdir(out):
+        print("error: %s is not a folder" % out, file=sys.stderr)
+        return 2
+    try:
+        report = verify_output(out, decode=args.decode, threads=args.threads or os.cpu_count() or 1)
+    except storage.StorageError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print("error: cannot read %s: %s" % (exc.filename or out, exc.strerror or exc), file=sys.stderr)
+        return 2
+
+    if report.classes:
+        print("%s: %d records in %d shards, %d classes\n" % (out, report.records, report.shards, len(report.classes)))
+        print(count_table(report), end="")
+    if report.ok:
+        print("\nOK: every check passed%s." % ("" if args.decode else " (images not decoded: --no-decode)"))
+        return 0
+    for problem in report.problems[: args.max_problems]:
+        print("error: %s" % problem, file=sys.stderr)
+    hidden = len(report.problems) - args.max_problems
+    if hidden > 0:
+        print("error: ... and %d more problems (raise --max-problems to see them)" % hidden, file=sys.stderr)
+    print("FAILED: %d problem%s in %s" % (len(report.problems), "" if len(report.problems) == 1 else "s", out),
+          file=sys.stderr)
+    return 1
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
