@@ -39,6 +39,12 @@ RUNNER_ALIASES = {
     "DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner",
 }
 
+# Beam's Dask runner takes all its parallelism from how each beam.Create is cut into dask
+# partitions (by default 128 elements a partition: our list of classes would be ONE task),
+# and every later stage keeps that partition count. So: one partition per class, up to
+# this many (more would add scheduler work faster than parallelism); --dask_npartitions overrides.
+DASK_MAX_PARTITIONS = 512
+
 
 class UsageError(Exception):
     """Bad input or options: exit 2 with one line."""
@@ -68,7 +74,7 @@ def parse(argv: list[str]) -> tuple[ConvertOptions, list[str], argparse.Namespac
     return from_args(ns), config_beam_args + beam_args, ns
 
 
-def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, object | None]:
+def pipeline_options(beam_args: list[str], classes: int = 1) -> tuple[PipelineOptions, object | None]:
     """Beam options, and the runner object to use (``None`` lets Beam pick from ``--runner``)."""
     args = list(beam_args)
     for i, arg in enumerate(args):
@@ -90,6 +96,12 @@ def pipeline_options(beam_args: list[str]) -> tuple[PipelineOptions, object | No
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return opts, FnApiRunner()
+    if runner == RUNNER_ALIASES["DaskRunner"]:
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        dask = opts.view_as(DaskOptions)
+        if not dask.npartitions and not dask.partition_size:
+            dask.npartitions = max(1, min(classes, DASK_MAX_PARTITIONS))
     return opts, None
 
 
@@ -145,7 +157,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         classes, root_errors = discover_classes(options)
         prepare_output(options)
-        opts, runner = pipeline_options(beam_args)
+        opts, runner = pipeline_options(beam_args, len(classes))
         LOG.info("%d classes under %s; writing to %s", len(classes), options.input, options.output)
         p = beam.Pipeline(runner=runner, options=opts)
         build_pipeline(p, options, classes)
