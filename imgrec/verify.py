@@ -24,9 +24,10 @@ import hashlib
 import json
 import logging
 import math
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, ContextManager, Iterable
 
 import cv2
 import numpy as np
@@ -40,6 +41,7 @@ LOG = logging.getLogger("imgrec.verify")
 # Shards are hashed while they are parsed; reading in large pieces keeps the
 # number of calls (and S3 range requests) low while records are parsed in small reads.
 READ_CHUNK = 1 << 20
+_LENGTH_MASK = (1 << 29) - 1  # the low 29 bits of a length word; the top 3 are the continuation flag
 
 
 @dataclass(frozen=True)
@@ -211,13 +213,15 @@ def read_shard(
     decode: bool = True,
     threads: int = 1,
     index: list[tuple[int, int]] | None = None,
-    reopen: Callable[[], BinaryIO] | None = None,
+    reopen: Callable[[], ContextManager[BinaryIO]] | None = None,
+    expected_size: int | None = None,
 ) -> ShardResult:
     """Read one ``.rec`` stream front to back and check every record in it.
 
-    ``index`` (the shard's parsed ``.idx``) and ``reopen`` are only used to
-    explain a framing error: when the record after a bad one starts where the
-    ``.idx`` says, the bad one's length word is what is wrong.
+    ``index`` (the shard's parsed ``.idx``), ``reopen`` and ``expected_size``
+    (the shard's size in the manifest) are only used to explain a framing
+    error: when the record after a bad one starts where the ``.idx`` says, the
+    bad one's length word is what is wrong.
     """
     result = ShardResult()
     reader = _HashingReader(fileobj)
@@ -245,7 +249,7 @@ def read_shard(
                     message = message[len(name) + 2 :]
                 ident = ", id %d per the .idx" % index[i][0] if index is not None and i < len(index) else ""
                 problems.append(Problem(name, "%s (reading record %d%s)%s" % (message, i, ident, _explain_framing(
-                    result.entries, i, start, index, reopen, name))))
+                    result.entries, i, start, index, reopen, name, expected_size))))
                 break
             try:
                 header, image = recordio.unpack(raw.payload)
@@ -273,24 +277,53 @@ def read_shard(
     return result
 
 
-def _explain_framing(entries, i, start, index, reopen, name) -> str:
-    """Extra words for a framing error at record ``i``: is the previous record's length wrong?"""
-    if not entries or index is None or reopen is None or i >= len(index) or i == 0:
+def _explain_framing(entries, i, start, index, reopen, name, expected_size) -> str:
+    """Extra words for a framing error met at byte ``start`` while reading record ``i``.
+
+    A wrong length word shows up as an error somewhere after it. The ``.idx``
+    (and, for the last record, the shard size in the manifest) say where the
+    records really start, which pins the error on the length word at fault.
+    """
+    if index is None or reopen is None:
         return ""
-    expected = index[i][1]
-    if expected == start:
-        return ""
-    try:
+
+    def record_starts_at(offset: int) -> bool:
+        if offset == expected_size:
+            return True  # the end of the shard
+        try:
+            with reopen() as f:
+                recordio.read_record_at(f, offset, name)
+        except recordio.RecordIOError:
+            return False
+        return True
+
+    if 0 < i < len(index) and entries and index[i][1] != start and record_starts_at(index[i][1]):
+        prev_id, prev_offset = entries[i - 1]
+        return (
+            "; the length word of record %d (id %d) at byte %d is wrong: it ends that record at byte %d, "
+            "but the .idx puts record %d at byte %d, where a valid record starts"
+            % (i - 1, prev_id, prev_offset, start, i, index[i][1])
+        )
+    if i < len(index) and index[i][1] == start:
+        following = index[i + 1][1] if i + 1 < len(index) else expected_size
+        if following is None:
+            return ""
         with reopen() as f:
-            recordio.read_record_at(f, expected, name)
-    except recordio.RecordIOError:
-        return ""
-    prev_id, prev_offset = entries[i - 1]
-    return (
-        "; the length word of record %d (id %d) at byte %d is wrong: it ends that record at byte %d, "
-        "but the .idx puts record %d at byte %d, where a valid record starts"
-        % (i - 1, prev_id, prev_offset, start, i, expected)
-    )
+            f.seek(start)
+            head = f.read(8)
+        if len(head) < 8:
+            return ""
+        magic, lrec = struct.unpack("<II", head)
+        cflag, length = lrec >> 29, lrec & _LENGTH_MASK
+        if magic != recordio.MAGIC or cflag != recordio.FLAG_WHOLE:
+            return ""
+        end = start + 8 + ((length + 3) & ~3)
+        if end != following and record_starts_at(following):
+            where = "the next record starts at byte %d (per the .idx)" % following if i + 1 < len(index) else (
+                "the shard ends at byte %d (per %s)" % (following, MANIFEST))
+            return "; its length word at byte %d says %d bytes, but %s: the length word is wrong" % (
+                start + 4, length, where)
+    return ""
 
 
 def compare_index(
@@ -422,7 +455,8 @@ def _check_split(out, split, doc, manifest, classes, present, listed, decode, th
         try:
             with storage.open_read(rec_uri) as f:
                 result = read_shard(
-                    f, rec_rel, len(classes), decode, threads, index, reopen=lambda: storage.open_read(rec_uri)
+                    f, rec_rel, len(classes), decode, threads, index,
+                    reopen=lambda: storage.open_read(rec_uri), expected_size=shard.get("bytes"),
                 )
         except FileNotFoundError:
             problems.append(Problem(rec_rel, "missing (listed in %s)" % MANIFEST))
