@@ -1,0 +1,471 @@
+"""The ``s3://`` side of ``imgrec.storage``: listing, reading and atomic writing with boto3.
+
+Every process (the launcher and each Beam worker) calls ``configure`` with the
+job's ``S3Settings`` before touching S3; the boto3 client is then created
+lazily, once per process, and is never pickled. Credentials are never seen
+here: boto3 finds them through its standard chain (environment, profile,
+instance role).
+
+Failures fall in two kinds. Transient ones (throttling, 5xx, timeouts,
+connection resets) are retried with backoff by botocore, and a body that
+breaks off while it is read is fetched again. Permanent ones become a
+``StorageError`` whose one-line message names the bucket or key and what to
+check; a missing object becomes ``FileNotFoundError`` so callers can treat it
+as a per-file problem.
+
+Writes are atomic: small objects are one PUT, larger ones a smart_open
+multipart upload that is completed on success and aborted on any error, so
+no partly written object ever appears under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from imgrec.options import S3Settings
+from imgrec.storage import FileEntry, StorageError
+
+LOG = logging.getLogger(__name__)
+
+# Part size of multipart uploads: the memory a writer holds, and the size below
+# which an object is sent as one PUT instead. 8 MiB is the AWS CLI's default;
+# with S3's limit of 10,000 parts it allows objects up to ~78 GiB.
+PART_SIZE = 8 * 1024 * 1024
+# botocore tries every request this many times in all ('standard' mode retries
+# throttling, 5xx, timeouts and connection errors with jittered exponential
+# backoff: 1 s doubling to 20 s for throttling, 50 ms doubling otherwise). That
+# rides out an S3 "SlowDown" burst of about a minute, while an unreachable
+# endpoint still fails within a few seconds.
+MAX_ATTEMPTS = 8
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+# One connection per reading thread and then some (threads x workers share it).
+MAX_POOL_CONNECTIONS = 64
+# A response body that breaks off mid-read is not retried by botocore: we fetch
+# the object again this many times.
+BODY_READ_ATTEMPTS = 5
+
+_lock = threading.Lock()
+_settings = S3Settings()
+_client: Any = None
+_client_pid: int | None = None
+
+
+# ---------------------------------------------------------------- settings and client
+
+
+def configure(settings: S3Settings | None) -> None:
+    """Use ``settings`` for every S3 call of this process from now on (idempotent)."""
+    global _settings, _client
+    settings = settings or S3Settings()
+    with _lock:
+        if settings != _settings:
+            _settings = settings
+            _client = None
+
+
+def settings() -> S3Settings:
+    return _settings
+
+
+def endpoint_url() -> str:
+    return _settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3", "")
+
+
+def client():
+    """This process's boto3 S3 client, created on first use (clients are thread-safe, not fork-safe)."""
+    global _client, _client_pid
+    with _lock:
+        if _client is None or _client_pid != os.getpid():
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                max_pool_connections=MAX_POOL_CONNECTIONS,
+                tcp_keepalive=True,
+            )
+            # A session of its own: boto3's default session is not thread-safe to create clients from.
+            _client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint_url() or None,
+                region_name=_settings.region or None,
+                config=config,
+            )
+            _client_pid = os.getpid()
+        return _client
+
+
+def _payer() -> dict[str, str]:
+    return {"RequestPayer": "requester"} if _settings.requester_pays else {}
+
+
+def _encryption() -> dict[str, str]:
+    out = {}
+    if _settings.sse:
+        out["ServerSideEncryption"] = _settings.sse
+    if _settings.sse_kms_key_id:
+        out["SSEKMSKeyId"] = _settings.sse_kms_key_id
+    return out
+
+
+# ---------------------------------------------------------------- errors
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
+    if not uri.startswith("s3://"):
+        raise StorageError("not an s3:// URI: %r" % uri)
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StorageError("%r names no bucket: expected s3://bucket/prefix/" % uri)
+    return bucket, key
+
+
+# What to check when S3 refuses an action, by the IAM permission the action needs.
+_PERMISSION = {
+    "list": "s3:ListBucket",
+    "read": "s3:GetObject",
+    "write": "s3:PutObject",
+    "delete": "s3:DeleteObject",
+}
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
+_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "301"}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def storage_error(exc: BaseException, action: str, bucket: str, key: str = "") -> Exception:
+    """The exception to raise for a failed S3 call: FileNotFoundError, OSError or a one-line StorageError."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    where = "s3://%s/%s" % (bucket, key)
+    endpoint = endpoint_url() or "AWS S3"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        detail = _one_line(error.get("Message") or code)
+        if code == "NoSuchBucket":
+            return StorageError(
+                "bucket %r does not exist (while trying to %s %s): check the bucket name, --s3-endpoint-url "
+                "and --s3-region" % (bucket, action, where)
+            )
+        if code in ("NoSuchKey", "NotFound") or (code == "404" and action == "read"):
+            return FileNotFoundError("%s does not exist" % where)
+        if code in _CREDENTIAL_CODES:
+            return StorageError(
+                "S3 rejected the credentials (%s) while trying to %s %s: check the AWS credentials in the "
+                "environment, profile or instance role, and that they belong to %s" % (code, action, where, endpoint)
+            )
+        if code in _REGION_CODES:
+            return StorageError(
+                "bucket %r is in another region than the one used (%s): set --s3-region to the bucket's region"
+                % (bucket, detail)
+            )
+        if code.startswith("KMS") or "kms" in detail.lower():
+            return StorageError(
+                "S3 could not use the KMS key while trying to %s %s (%s): check --s3-sse-kms-key-id and that the "
+                "credentials may use the key (kms:GenerateDataKey, kms:Decrypt)" % (action, where, detail)
+            )
+        if code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
+            return StorageError(
+                "access denied to %s (%s): check that the credentials allow %s on it, the bucket policy, and "
+                "--s3-requester-pays for a requester-pays bucket" % (where, action, _PERMISSION.get(action, "s3:*"))
+            )
+        if code == "InvalidObjectState":
+            return OSError("%s is archived (e.g. Glacier): restore it before reading" % where)
+        return StorageError("S3 refused to %s %s: %s (%s)" % (action, where, detail, code or status))
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return StorageError(
+            "cannot reach the S3 endpoint %s (while trying to %s %s): check --s3-endpoint-url "
+            "(or AWS_ENDPOINT_URL_S3), --s3-region and the network" % (endpoint, action, where)
+        )
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StorageError(
+            "no AWS credentials found (needed to %s %s): provide them through the environment "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), an AWS profile or an instance role" % (action, where)
+        )
+    return StorageError("S3 failed to %s %s after %d attempts: %s" % (action, where, MAX_ATTEMPTS, _one_line(exc)))
+
+
+def _call(action: str, bucket: str, key: str, fn: Callable[..., Any], **kwargs) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, action, bucket, key) from None
+
+
+# ---------------------------------------------------------------- listing
+
+
+def _folder_prefix(key: str) -> str:
+    return key.rstrip("/") + "/" if key.strip("/") else ""
+
+
+def _pages(bucket: str, prefix: str, **kwargs) -> Iterator[dict]:
+    """Pages of a ``list_objects_v2`` listing, each request with S3's own retries."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    paginator = client().get_paginator("list_objects_v2")
+    pages = paginator.paginate(Bucket=bucket, Prefix=prefix, **_payer(), **kwargs)
+    try:
+        yield from pages
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, "list", bucket, prefix) from None
+
+
+def list_top(uri: str) -> tuple[list[str], list[str]]:
+    """Sorted 'folder' names and object names directly under the prefix (a '/'-delimited listing)."""
+    bucket, key = split_uri(uri)
+    prefix = _folder_prefix(key)
+    dirs, files = set(), set()
+    for page in _pages(bucket, prefix, Delimiter="/"):
+        for common in page.get("CommonPrefixes", ()):
+            name = common["Prefix"][len(prefix):].rstrip("/")
+            if name:
+                dirs.add(name)
+            else:  # "photos//x.jpg": an empty path component cannot be a class name
+                LOG.warning("ignoring objects under %s: empty folder name", "s3://%s/%s" % (bucket, common["Prefix"]))
+        for obj in page.get("Contents", ()):
+            name = obj["Key"][len(prefix):]
+            if name:  # the prefix's own "folder" marker object is not a file in it
+                files.add(name)
+    if not dirs and not files:
+        raise StorageError(
+            "input s3://%s/%s holds no objects: check the bucket and prefix (and --s3-endpoint-url)" % (bucket, prefix)
+        )
+    return sorted(dirs), sorted(files)
+
+
+def walk_files(uri: str) -> Iterator[FileEntry]:
+    """Every object under the prefix, with keys relative to it; one paginated listing, no delimiter."""
+    bucket, key = split_uri(uri)
+    prefix = _folder_prefix(key)
+    for page in _pages(bucket, prefix):
+        for obj in page.get("Contents", ()):
+            rel = obj["Key"][len(prefix):]
+            if not rel or (rel.endswith("/") and obj.get("Size", 0) == 0):
+                continue  # a "folder" marker made by a console, not a file
+            parts = rel.split("/")
+            if any(p in ("", ".", "..") for p in parts):
+                yield FileEntry(
+                    rel, obj.get("Size", 0), "bad_key", "object key has an empty, '.' or '..' path component"
+                )
+                continue
+            yield FileEntry(rel, obj.get("Size", 0))
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _body_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a response body breaking off mid-read: worth fetching the object again."""
+    import urllib3.exceptions
+    from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    return (
+        ResponseStreamingError,
+        IncompleteReadError,
+        ConnectionClosedError,
+        ReadTimeoutError,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.ReadTimeoutError,
+        ConnectionResetError,
+    )
+
+
+def read_bytes(uri: str) -> bytes:
+    bucket, key = split_uri(uri)
+    retryable = _body_errors()
+    for attempt in range(1, BODY_READ_ATTEMPTS + 1):
+        response = _call("read", bucket, key, client().get_object, Bucket=bucket, Key=key, **_payer())
+        try:
+            return response["Body"].read()
+        except retryable as exc:
+            if attempt == BODY_READ_ATTEMPTS:
+                raise StorageError(
+                    "reading s3://%s/%s broke off %d times (%s): check the network and the endpoint"
+                    % (bucket, key, attempt, _one_line(exc))
+                ) from None
+            delay = random.uniform(0, min(20.0, 0.5 * 2**attempt))
+            LOG.warning("reading s3://%s/%s broke off (%s); retrying in %.1f s", bucket, key, _one_line(exc), delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def exists(uri: str) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_uri(uri)
+    try:
+        client().head_object(Bucket=bucket, Key=key, **_payer())
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise storage_error(exc, "read", bucket, key) from None
+    except BotoCoreError as exc:
+        raise storage_error(exc, "read", bucket, key) from None
+    return True
+
+
+@contextlib.contextmanager
+def open_read(uri: str) -> Iterator[io.BufferedIOBase]:
+    """A seekable reader of one object (smart_open: ranged GETs, re-opened if a body breaks off)."""
+    import smart_open.s3
+
+    bucket, key = split_uri(uri)
+    # Ask first, so a missing object or a refusal reads as one clear line.
+    _call("read", bucket, key, client().head_object, Bucket=bucket, Key=key, **_payer())
+    reader = smart_open.s3.open(
+        bucket,
+        key,
+        "rb",
+        defer_seek=True,
+        client=client(),
+        client_kwargs={"S3.Client.get_object": _payer()},
+    )
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+# ---------------------------------------------------------------- writing
+
+
+class _ObjectWriter(io.RawIOBase):
+    """Buffers the first part in memory; past ``PART_SIZE`` it streams a smart_open multipart upload."""
+
+    def __init__(self, bucket: str, key: str):
+        super().__init__()
+        self._bucket = bucket
+        self._key = key
+        self._buffer = io.BytesIO()
+        self._upload = None  # smart_open.s3.MultipartWriter once the object outgrows one part
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._size
+
+    def write(self, data) -> int:
+        n = len(data)
+        if self._upload is None:
+            self._buffer.write(data)
+            if self._buffer.tell() >= PART_SIZE:
+                self._start_multipart()
+        else:
+            self._guarded(self._upload.write, data)
+        self._size += n
+        return n
+
+    def _start_multipart(self) -> None:
+        import smart_open.s3
+
+        args = {"S3.Client.create_multipart_upload": {**_encryption(), **_payer()}}
+        for method in ("upload_part", "complete_multipart_upload", "abort_multipart_upload"):
+            args["S3.Client.%s" % method] = _payer()
+        # An empty object is completed by smart_open with put_object; encrypt that too.
+        args["S3.Client.put_object"] = {**_encryption(), **_payer()}
+        self._upload = self._guarded(
+            smart_open.s3.MultipartWriter,
+            self._bucket,
+            self._key,
+            part_size=PART_SIZE,
+            client=client(),
+            client_kwargs=args,
+        )
+        self._guarded(self._upload.write, self._buffer.getbuffer())
+        self._buffer = io.BytesIO()
+
+    def _guarded(self, fn, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise storage_error(exc, "write", self._bucket, self._key) from None
+        except ValueError as exc:  # smart_open wraps a refused create_multipart_upload
+            if isinstance(exc.__cause__, (ClientError, BotoCoreError)):
+                raise storage_error(exc.__cause__, "write", self._bucket, self._key) from None
+            raise
+        except OSError as exc:  # smart_open gave up after its own retries
+            raise StorageError(
+                "writing s3://%s/%s failed: %s: check the endpoint and the network" % (self._bucket, self._key, _one_line(exc))
+            ) from None
+
+    def commit(self) -> None:
+        if self._upload is not None:
+            self._guarded(self._upload.close)
+        else:
+            _call(
+                "write",
+                self._bucket,
+                self._key,
+                client().put_object,
+                Bucket=self._bucket,
+                Key=self._key,
+                Body=self._buffer.getvalue(),
+                **_encryption(),
+                **_payer(),
+            )
+
+    def abort(self) -> None:
+        """Drop everything written; a multipart upload in flight is aborted so no object appears."""
+        upload, self._upload = self._upload, None
+        self._buffer = io.BytesIO()
+        if upload is None:
+            return
+        try:
+            upload.terminate()
+        except Exception as exc:  # noqa: BLE001 - the original error matters more; keep it propagating
+            LOG.warning(
+                "could not abort the multipart upload of s3://%s/%s (%s); no object was created, and a "
+                "lifecycle rule for incomplete multipart uploads removes its parts",
+                self._bucket,
+                self._key,
+                _one_line(exc),
+            )
+
+
+@contextlib.contextmanager
+def atomic_writer(uri: str) -> Iterator[io.RawIOBase]:
+    """Write one object that appears complete or not at all (aborted on any exception)."""
+    bucket, key = split_uri(uri)
+    if not key or key.endswith("/"):
+        raise StorageError("cannot write %s: it names a folder, not an object" % uri)
+    writer = _ObjectWriter(bucket, key)
+    try:
+        yield writer
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def delete(uri: str) -> None:
+    bucket, key = split_uri(uri)
+    # Deleting a missing key succeeds in S3, as a missing local file is ignored by storage.delete.
+    _call("delete", bucket, key, client().delete_object, Bucket=bucket, Key=key, **_payer())
