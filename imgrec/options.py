@@ -91,6 +91,21 @@ OPTIONS: tuple[Opt, ...] = (
         default=False, type=None, action="store_true", example="--idx-beside-rec"),
     Opt(("--overwrite",), "overwrite", "output", "Replace a different dataset already in --output.",
         default=False, type=None, action="store_true", example="--overwrite"),
+    Opt(("--s3-endpoint-url",), "s3_endpoint_url", "s3",
+        "Endpoint of an S3-compatible store (MinIO, Ceph, ...); the environment variable AWS_ENDPOINT_URL_S3 "
+        "is used when this is not given. Credentials come only from boto3's standard chain.",
+        default="", example="--s3-endpoint-url http://minio.local:9000"),
+    Opt(("--s3-region",), "s3_region", "s3", "AWS region of the buckets (else boto3's chain: AWS_REGION, profile).",
+        default="", example="--s3-region eu-west-1"),
+    Opt(("--s3-sse",), "s3_sse", "s3",
+        "Server-side encryption of every output object: AES256 (SSE-S3) or aws:kms (SSE-KMS).",
+        default="", choices=("AES256", "aws:kms"), example="--s3-sse aws:kms"),
+    Opt(("--s3-sse-kms-key-id",), "s3_sse_kms_key_id", "s3",
+        "KMS key (id, ARN or alias) for --s3-sse aws:kms; without it S3 uses the account's aws/s3 key.",
+        default="", example="--s3-sse-kms-key-id alias/datasets"),
+    Opt(("--s3-requester-pays",), "s3_requester_pays", "s3",
+        "Accept the request charges of requester-pays buckets (needed to read one).",
+        default=False, type=None, action="store_true", example="--s3-requester-pays"),
     Opt(("--threads",), "threads", "runner",
         "Images read and encoded at once inside each worker (OpenCV releases the GIL). 0 = number of cores.",
         default=0, type=int, example="--threads 4"),
@@ -181,6 +196,20 @@ def load_config(path: str) -> tuple[dict[str, Any], list[str]]:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3; carried to every worker and applied there by ``imgrec.s3.configure``.
+
+    No credentials here: boto3 finds them (environment, profile, instance role).
+    """
+
+    endpoint_url: str = ""
+    region: str = ""
+    sse: str = ""  # "", "AES256" or "aws:kms"
+    sse_kms_key_id: str = ""
+    requester_pays: bool = False
+
+
+@dataclass(frozen=True)
 class ConvertOptions:
     """Everything the job needs to know, validated before any work starts."""
 
@@ -199,11 +228,12 @@ class ConvertOptions:
     idx_beside_rec: bool = False
     overwrite: bool = False
     threads: int = 0
+    s3: S3Settings = field(default_factory=S3Settings)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The options that decide the output bytes (what makes two datasets 'the same')."""
         d = self.to_json()
-        for volatile in ("overwrite", "threads", "output"):
+        for volatile in ("overwrite", "threads", "output", "s3"):
             d.pop(volatile, None)
         return d
 
@@ -257,6 +287,7 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         )
     if os.path.normpath(ns.input.rstrip("/")) == os.path.normpath(ns.output.rstrip("/")):
         raise OptionsError("--output must not be the --input folder")
+    s3 = s3_settings(ns)
     return ConvertOptions(
         input=ns.input,
         output=ns.output,
@@ -279,4 +310,33 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         idx_beside_rec=bool(ns.idx_beside_rec),
         overwrite=bool(ns.overwrite),
         threads=ns.threads,
+        s3=s3,
+    )
+
+
+def s3_settings(ns: argparse.Namespace) -> S3Settings:
+    """The validated S3 settings from the parsed flags (and AWS_ENDPOINT_URL_S3)."""
+    from urllib.parse import urlsplit
+
+    endpoint = (getattr(ns, "s3_endpoint_url", "") or os.environ.get("AWS_ENDPOINT_URL_S3", "")).strip()
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise OptionsError("--s3-endpoint-url %r: expected a URL such as http://host:9000" % endpoint)
+        if parts.username or parts.password:
+            raise OptionsError(
+                "--s3-endpoint-url must not hold credentials; use the environment, an AWS profile or an instance role"
+            )
+    sse = getattr(ns, "s3_sse", "") or ""
+    key_id = getattr(ns, "s3_sse_kms_key_id", "") or ""
+    if key_id and sse == "AES256":
+        raise OptionsError("--s3-sse-kms-key-id needs --s3-sse aws:kms (AES256 is SSE-S3, which takes no key)")
+    if key_id and not sse:
+        sse = "aws:kms"
+    return S3Settings(
+        endpoint_url=endpoint,
+        region=getattr(ns, "s3_region", "") or "",
+        sse=sse,
+        sse_kms_key_id=key_id,
+        requester_pays=bool(getattr(ns, "s3_requester_pays", False)),
     )
