@@ -18,10 +18,14 @@ from typing import Any
 from imgrec import storage
 from imgrec.errors import ErrorRecord, from_json, to_jsonl
 from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, SUMMARY, WORK, Layout
-from imgrec.options import ConvertOptions
+from imgrec.errors import STAGE_LIST
+from imgrec.options import ConvertOptions, error_limit
 from imgrec.planning import SPLITS
 
 MANIFEST_VERSION = 1
+# Marks a folder as this tool's output, so a re-run after a crash (no manifest yet)
+# is told apart from a folder of someone else's files.
+OWNER_MARK = ".imgrec-output"
 PLAN = WORK + "/plan.json"
 
 
@@ -33,6 +37,10 @@ class IncompleteError(RuntimeError):
     """The job ended without every planned shard: no manifest is written."""
 
 
+class TooManyErrorsError(RuntimeError):
+    """More inputs were skipped than --max-errors allows: no manifest is written."""
+
+
 def layout_for(options: ConvertOptions) -> Layout:
     return Layout(options.name, options.idx_beside_rec)
 
@@ -41,7 +49,7 @@ def dataset_identity(options: ConvertOptions) -> dict[str, Any]:
     return {"input": options.input, **options.fingerprint_fields()}
 
 
-def prepare_output(options: ConvertOptions, resume: bool = False) -> None:
+def prepare_output(options: ConvertOptions) -> None:
     out = options.output
     manifest_uri = storage.join(out, MANIFEST)
     existing = storage.list_recursive(out)
@@ -56,15 +64,17 @@ def prepare_output(options: ConvertOptions, resume: bool = False) -> None:
                 "pass --overwrite to replace it, or choose another --output" % (out, old.get("input", "unknown input"))
             )
         storage.delete(manifest_uri)
-    elif existing and not any(p.startswith(WORK + "/") for p in existing) and not options.overwrite:
+    elif existing and OWNER_MARK not in existing and not options.overwrite:
         raise OutputError(
             "%s is not empty and was not written by this tool (%d files, e.g. %s); "
             "pass --overwrite to write into it, or choose an empty --output" % (out, len(existing), existing[0])
         )
-    keep_work = resume
+    keep_work = options.resume
     for rel in existing:
         if storage.is_temp_name(rel) or (rel.startswith(WORK + "/") and not keep_work):
             storage.delete(storage.join(out, rel))
+    if OWNER_MARK not in existing:
+        storage.write_text(storage.join(out, OWNER_MARK), json.dumps({"written_by": "imgrec-beam"}) + "\n")
 
 
 def _load_json(uri: str, what: str):
@@ -77,7 +87,6 @@ def _load_json(uri: str, what: str):
 def finalize(options: ConvertOptions, classes: list[str], root_errors: list[ErrorRecord], extra: dict) -> dict:
     out = options.output
     layout = layout_for(options)
-    plan = _load_json(storage.join(out, PLAN), "shard planning")
 
     # Listing records: one per class.
     errors: list[ErrorRecord] = list(root_errors)
@@ -93,6 +102,7 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
             "no images found under %s (extensions %s; %d other files ignored, %d unusable): nothing to convert"
             % (options.input, ",".join(options.exts), ignored, len(errors))
         )
+    plan = _load_json(storage.join(out, PLAN), "shard planning")
 
     splits_doc: dict[str, Any] = {}
     class_counts: dict[str, dict[str, int]] = {}
@@ -143,6 +153,13 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
     storage.write_text(storage.join(out, LABELS_TXT), "".join(name + "\n" for name in classes))
     errors.sort(key=lambda e: (e.path, e.stage, e.reason))
     storage.write_text(storage.join(out, ERRORS), to_jsonl(errors))
+    inputs = listed + sum(1 for e in errors if e.stage == STAGE_LIST)
+    limit = error_limit(options.max_errors, inputs)
+    if limit is not None and len(errors) > limit:
+        raise TooManyErrorsError(
+            "%d of %d inputs were skipped, more than --max-errors allows (%d); no manifest written, "
+            "see %s for each one and why" % (len(errors), inputs, limit, storage.join(out, ERRORS))
+        )
 
     reasons: dict[str, int] = {}
     for e in errors:

@@ -18,6 +18,17 @@ DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
+_OTHER_SIGNATURES = (
+    (b"BM", "bmp"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"RIFF", "webp"),
+    (b"II*\0", "tiff"),
+    (b"MM\0*", "tiff"),
+    (b"\0\0\0\x0cjP  ", "jp2"),
+    (b"P5", "pnm"),
+    (b"P6", "pnm"),
+)
 
 
 class BadImage(ValueError):
@@ -44,8 +55,11 @@ def probe(data: bytes) -> ImageInfo:
         return _probe_jpeg(data)
     if data[:8] == _PNG_SIGNATURE:
         return _probe_png(data)
-    # Other formats OpenCV reads (bmp, webp, tiff...): no structural check.
-    return ImageInfo("other", 0, 0)
+    for signature, fmt in _OTHER_SIGNATURES:
+        if data.startswith(signature) and (fmt != "webp" or data[8:12] == b"WEBP"):
+            # Formats OpenCV reads but we do not parse: checked only by --validate decode.
+            return ImageInfo(fmt, 0, 0)
+    raise BadImage("not_an_image", "content is not a JPEG, PNG or other image OpenCV reads (starts with %r)" % data[:8])
 
 
 def _probe_png(data: bytes) -> ImageInfo:
@@ -96,9 +110,13 @@ def check_structure(data: bytes, max_pixels: int) -> ImageInfo:
         # EOI may be followed by padding or trailing metadata from some cameras.
         if data.rfind(b"\xff\xd9", max(0, len(data) - 4096)) == -1:
             raise BadImage("truncated", "JPEG has no end-of-image marker")
+        if data.find(b"\xff\xda") == -1:
+            raise BadImage("no_image_data", "JPEG has no scan (no pixel data)")
     elif info.format == "png":
         if data.rfind(_PNG_IEND, max(0, len(data) - 4096)) == -1:
             raise BadImage("truncated", "PNG has no IEND chunk")
+        if data.find(b"IDAT") == -1:
+            raise BadImage("no_image_data", "PNG has no IDAT chunk (no pixel data)")
     if info.width * info.height > max_pixels:
         raise BadImage(
             "too_many_pixels",
@@ -174,7 +192,7 @@ def center_crop(img: np.ndarray) -> np.ndarray:
     return img[:, margin : margin + h]
 
 
-def resize_shorter(img: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+def resize_shorter(img: np.ndarray, size: int, interpolation: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """im2rec.py's resize: shorter edge to ``size``, the other edge by integer division."""
     h, w = img.shape[:2]
     if h > w:
@@ -182,6 +200,12 @@ def resize_shorter(img: np.ndarray, size: int, interpolation: int) -> np.ndarray
     else:
         new_w, new_h = w * size // h, size
     new_w, new_h = max(1, new_w), max(1, new_h)
+    if new_w * new_h > max_pixels:
+        # A very elongated image (say 5000x1) would grow to 1,280,000x256 pixels.
+        raise BadImage(
+            "too_many_pixels",
+            "resizing %dx%d to a shorter edge of %d gives %dx%d, over --max-pixels %d" % (w, h, size, new_w, new_h, max_pixels),
+        )
     if (new_w, new_h) == (w, h):
         return img
     return cv2.resize(img, (new_w, new_h), interpolation=interpolation)
@@ -201,7 +225,7 @@ def encode(img: np.ndarray, params: EncodeParams) -> bytes:
     return buf.tobytes()
 
 
-def transcode(data: bytes, info: ImageInfo, params: EncodeParams) -> bytes:
+def transcode(data: bytes, info: ImageInfo, params: EncodeParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """Decode, crop, resize and re-encode one image the way im2rec.py does."""
     img, factor = decode(data, info, params)
     if params.center_crop:
@@ -210,7 +234,7 @@ def transcode(data: bytes, info: ImageInfo, params: EncodeParams) -> bytes:
         # After a DCT-domain reduction, finish with an area resize (the better
         # filter for shrinking); otherwise keep im2rec.py's bilinear resize.
         interp = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
-        img = resize_shorter(img, params.resize, interp)
+        img = resize_shorter(img, params.resize, interp, max_pixels)
     return encode(img, params)
 
 

@@ -55,6 +55,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--validate",), "validate", "input",
         "How every image is checked: 'header' parses its dimensions and end marker; 'decode' decodes it fully.",
         default="header", choices=("header", "decode"), example="--validate decode"),
+    Opt(("--max-errors",), "max_errors", "input",
+        "Fail (and write no manifest) when more inputs than this are skipped: a count, or a fraction of all inputs "
+        "such as 0.01. Empty = carry on and report.",
+        default="", example="--max-errors 0.01"),
     Opt(("--train-ratio",), "train_ratio", "split", "Share of images in the train split.",
         default=0.8, type=float, example="--train-ratio 0.7"),
     Opt(("--val-ratio",), "val_ratio", "split", "Share of images in the validation split.",
@@ -91,6 +95,9 @@ OPTIONS: tuple[Opt, ...] = (
         default=False, type=None, action="store_true", example="--idx-beside-rec"),
     Opt(("--overwrite",), "overwrite", "output", "Replace a different dataset already in --output.",
         default=False, type=None, action="store_true", example="--overwrite"),
+    Opt(("--resume",), "resume", "output",
+        "After a crash: keep the shards already complete and verified (sha256) and redo only the rest.",
+        default=False, type=None, action="store_true", example="--resume"),
     Opt(("--s3-endpoint-url",), "s3_endpoint_url", "s3",
         "Endpoint of an S3-compatible store (MinIO, Ceph, ...); the environment variable AWS_ENDPOINT_URL_S3 "
         "is used when this is not given. Credentials come only from boto3's standard chain.",
@@ -228,12 +235,14 @@ class ConvertOptions:
     idx_beside_rec: bool = False
     overwrite: bool = False
     threads: int = 0
+    max_errors: float = -1.0  # -1 = no limit; >= 1 a count; (0, 1) a fraction of all inputs
+    resume: bool = False
     s3: S3Settings = field(default_factory=S3Settings)
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The options that decide the output bytes (what makes two datasets 'the same')."""
         d = self.to_json()
-        for volatile in ("overwrite", "threads", "output", "s3"):
+        for volatile in ("overwrite", "threads", "output", "s3", "max_errors", "resume"):
             d.pop(volatile, None)
         return d
 
@@ -310,6 +319,8 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         idx_beside_rec=bool(ns.idx_beside_rec),
         overwrite=bool(ns.overwrite),
         threads=ns.threads,
+        max_errors=parse_max_errors(ns.max_errors),
+        resume=bool(ns.resume),
         s3=s3,
     )
 
@@ -340,3 +351,26 @@ def s3_settings(ns: argparse.Namespace) -> S3Settings:
         sse_kms_key_id=key_id,
         requester_pays=bool(getattr(ns, "s3_requester_pays", False)),
     )
+
+
+def parse_max_errors(value) -> float:
+    """``--max-errors``: '' (no limit), a count such as 10, or a fraction such as 0.01 or 1%."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return -1.0
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise OptionsError("--max-errors must be a count (10), a fraction (0.01) or a percentage (1%%), got %r" % text) from None
+    if number < 0 or (number >= 1 and number != int(number)):
+        raise OptionsError("--max-errors must be a whole count or a fraction below 1, got %r" % text)
+    return number
+
+
+def error_limit(max_errors: float, total_inputs: int) -> int | None:
+    """The largest number of skipped inputs allowed, or None for no limit."""
+    if max_errors < 0:
+        return None
+    if max_errors >= 1 or max_errors == 0:
+        return int(max_errors)
+    return int(max_errors * total_inputs)

@@ -18,15 +18,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from imgrec import storage
+from imgrec import s3, storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
-from imgrec.finalize import IncompleteError, OutputError, finalize, layout_for, prepare_output
+from imgrec.finalize import IncompleteError, OutputError, TooManyErrorsError, finalize, layout_for, prepare_output
 from imgrec.options import ConvertOptions, OptionsError, add_options, from_args, load_config
 from transforms.list_images import ListImages
 from transforms.plan_shards import PlanShards
@@ -131,14 +132,44 @@ def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str]
     class_elems = p | "Classes" >> beam.Create(list(enumerate(classes)))
     # ImageRef(relpath, size, label, split, key)
     refs = class_elems | "ListImages" >> ListImages(
-        options.input, options.output, layout, options.exts, options.ratios, options.split_seed
+        options.input, options.output, layout, options.exts, options.ratios, options.split_seed, options.s3
     )
     # ((split, shard, shards), first_id, [ImageRef])
     groups = refs | "PlanShards" >> PlanShards(
-        options.ratios, options.shard_size_mb, options.images_per_shard, options.output
+        options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.s3
     )
     # {split, shard, shards, records, bytes, sha256}
     return groups | "WriteShards" >> WriteShards(options, layout)
+
+
+# How a StorageError raised in a Beam worker reaches the launcher: as itself, its
+# message tagged with the step (in-process workers), or as a RuntimeError whose
+# text holds the worker's traceback (worker processes).
+_STORAGE_ERROR_LINE = re.compile(r"^(?:imgrec\.storage\.)?StorageError: (.+)$", re.MULTILINE)
+_STEP_TAG = re.compile(r" \[while running '[^']*'\]$")
+
+
+def storage_error_message(exc: BaseException) -> str | None:
+    """The one-line message of the StorageError behind ``exc``, however a runner wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, storage.StorageError):
+            return _STEP_TAG.sub("", str(exc))
+        found = _STORAGE_ERROR_LINE.search(str(exc))
+        if found:
+            return _STEP_TAG.sub("", found.group(1).strip())
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _HideStorageErrorTracebacks(logging.Filter):
+    """Beam logs a worker's exception with its traceback; a StorageError is reported as one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], storage.StorageError):
+            return False
+        return "StorageError: " not in record.getMessage()
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -153,8 +184,11 @@ def run(argv: list[str] | None = None) -> int:
     )
     for noisy in ("apache_beam", "botocore", "urllib3", "smart_open"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, ns.log_level)))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_HideStorageErrorTracebacks())
     started = time.time()
     try:
+        s3.configure(options.s3)
         classes, root_errors = discover_classes(options)
         prepare_output(options)
         opts, runner = pipeline_options(beam_args, len(classes))
@@ -169,12 +203,21 @@ def run(argv: list[str] | None = None) -> int:
             root_errors,
             {"output": options.output, "wall_seconds": round(time.time() - started, 3)},
         )
-    except (UsageError, OutputError, storage.StorageError) as exc:
+    except (UsageError, OutputError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except IncompleteError as exc:
         print("error: the job did not complete, no manifest written: %s" % exc, file=sys.stderr)
         return 1
+    except TooManyErrorsError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - only a storage problem is turned into one line
+        message = storage_error_message(exc)
+        if message is None:
+            raise
+        print("error: %s" % message, file=sys.stderr)
+        return 2
     print(manifest["summary_text"], end="")
     return 0
 

@@ -17,7 +17,7 @@ import os
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import images, recordio, storage
+from imgrec import images, recordio, s3, storage
 from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
@@ -46,7 +46,7 @@ def image_payload(data: bytes, options: ConvertOptions) -> bytes:
         if options.validate == "decode":
             images.full_decode_check(data, options.encode.color)
         return data
-    return images.transcode(data, info, options.encode)
+    return images.transcode(data, info, options.encode, options.max_pixels)
 
 
 def format_lst_line(record_id: int, label, relpath: str) -> str:
@@ -55,9 +55,10 @@ def format_lst_line(record_id: int, label, relpath: str) -> str:
     return "%d\t%s\t%s\n" % (record_id, "\t".join("%f" % float(v) for v in labels), relpath)
 
 
-def shard_digest(refs, options: ConvertOptions) -> str:
-    """What a shard was made from: its images (in order) and the options that shape bytes."""
+def shard_digest(refs, first_id: int, options: ConvertOptions) -> str:
+    """What a shard was made from: its images (in order), its first id and the options that shape bytes."""
     h = hashlib.sha256(json.dumps(options.fingerprint_fields(), sort_keys=True, default=str).encode())
+    h.update(b"first_id=%d\n" % first_id)
     for ref in refs:
         h.update(("%s\0%d\0%r\0%d\n" % (ref.relpath, ref.size, ref.label, ref.key)).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
@@ -69,6 +70,12 @@ def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, l
     out = options.output
     rec_rel = layout.rec(split, shard, shards)
     idx_rel = layout.idx(split, shard, shards)
+    record_uri = storage.join(out, layout.shard_record(split, shard, shards))
+    digest = shard_digest(ordered, first_id, options)
+    if options.resume:
+        kept = completed_record(out, record_uri, digest)
+        if kept is not None:
+            return kept
 
     def load(item):
         record_id, ref = item
@@ -107,14 +114,41 @@ def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, l
         "planned": len(ordered),
         "bytes": size,
         "sha256": sha,
-        "digest": shard_digest(ordered, options),
+        "digest": digest,
         "offsets": offsets,
         "lst": lst_lines,
         "errors": [e.to_json() for e in errors],
     }
-    storage.write_text(
-        storage.join(out, layout.shard_record(split, shard, shards)), json.dumps(record, ensure_ascii=False)
-    )
+    storage.write_text(record_uri, json.dumps(record, ensure_ascii=False))
+    return record
+
+
+def completed_record(out: str, record_uri: str, digest: str) -> dict | None:
+    """A shard's completion record when the shard on storage is complete and unchanged (``--resume``).
+
+    Kept only when the record was made from the same images and options and the
+    ``.rec`` still hashes to the recorded sha256 and its ``.idx`` exists.
+    """
+    try:
+        record = json.loads(storage.read_text(record_uri))
+    except (FileNotFoundError, ValueError):
+        return None
+    except storage.StorageError:
+        return None
+    if record.get("digest") != digest or not storage.exists(storage.join(out, record["idx"])):
+        return None
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with storage.open_read(storage.join(out, record["rec"])) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+    except (FileNotFoundError, storage.StorageError):
+        return None
+    if h.hexdigest() != record["sha256"] or size != record["bytes"]:
+        return None
+    record["resumed"] = True
     return record
 
 
@@ -126,9 +160,12 @@ class _WriteShardFn(beam.DoFn):
         self._bytes = Metrics.counter("imgrec", "bytes_written")
         self._skipped = Metrics.counter("imgrec", "images_skipped")
         self._shards = Metrics.counter("imgrec", "shards_written")
+        self._resumed = Metrics.counter("imgrec", "shards_resumed")
 
     def setup(self):
         self._threads = self._options.threads or os.cpu_count() or 1
+        # Beam's own --s3_* options do not reach these workers: apply ours in every process.
+        s3.configure(self._options.s3)
 
     def process(self, element):
         # element: ((split, shard, shards), first_id, [ImageRef])
@@ -138,6 +175,8 @@ class _WriteShardFn(beam.DoFn):
         self._bytes.inc(record["bytes"])
         self._skipped.inc(len(record["errors"]))
         self._shards.inc()
+        if record.get("resumed"):
+            self._resumed.inc()
         yield {k: record[k] for k in ("split", "shard", "shards", "records", "bytes", "sha256")}
 
 
