@@ -15,7 +15,7 @@ import posixpath
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import storage
+from imgrec import s3, storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.planning import ImageRef, SplitRatios, assign_split, image_key
@@ -64,15 +64,21 @@ def list_class(
 
 
 class _ListClassFn(beam.DoFn):
-    def __init__(self, input_root, output_root, layout: Layout, exts, ratios, seed):
+    def __init__(self, input_root, output_root, layout: Layout, exts, ratios, seed, s3_settings=None):
         self._input = input_root
         self._output = output_root
         self._layout = layout
         self._exts = exts
         self._ratios = ratios
         self._seed = seed
+        self._s3 = s3_settings
         self._listed = Metrics.counter("imgrec", "images_listed")
         self._errors = Metrics.counter("imgrec", "list_errors")
+
+    def setup(self):
+        # Beam's own --s3_* options do not reach these workers: apply ours in every process.
+        if self._s3 is not None:
+            s3.configure(self._s3)
 
     def process(self, element):
         # element: (class_index, class_name)
@@ -100,9 +106,9 @@ class _ListClassFn(beam.DoFn):
 class ListImages(beam.PTransform):
     """PCollection[(class_index, class_name)] -> PCollection[ImageRef]."""
 
-    def __init__(self, input_root, output_root, layout, exts, ratios, seed):
+    def __init__(self, input_root, output_root, layout, exts, ratios, seed, s3_settings=None):
         super().__init__()
-        self._args = (input_root, output_root, layout, exts, ratios, seed)
+        self._args = (input_root, output_root, layout, exts, ratios, seed, s3_settings)
 
     def expand(self, classes):
         return (
