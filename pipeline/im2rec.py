@@ -144,6 +144,8 @@ def validate(ns: argparse.Namespace) -> None:
 
 def check_beam_args(beam_args: list[str]) -> None:
     """Refuse arguments neither we nor Beam know, as im2rec.py's argparse would (a typo must not be ignored)."""
+    if not beam_args:
+        return
     from apache_beam.options.pipeline_options import PipelineOptions
 
     strays = [
@@ -151,10 +153,16 @@ def check_beam_args(beam_args: list[str]) -> None:
         if not a.startswith("--") and not (i > 0 and beam_args[i - 1].startswith("--") and "=" not in beam_args[i - 1])
     ]
     opts = PipelineOptions(beam_args)
-    unknown = set(opts.get_all_options(retain_unknown_options=True)) - set(opts.get_all_options())
-    if strays or unknown:
-        names = strays + sorted("--" + u for u in unknown)
-        raise UsageError("unrecognized arguments: %s (see --help; Beam's own flags are also accepted)" % " ".join(names))
+    logging.disable(logging.WARNING)  # Beam's own "Discarding unparseable args" would repeat our error
+    try:
+        unknown = set(opts.get_all_options(retain_unknown_options=True)) - set(opts.get_all_options())
+    finally:
+        logging.disable(logging.NOTSET)
+    named = [a for a in beam_args if a.startswith("--") and a[2:].split("=", 1)[0].replace("-", "_") in unknown]
+    if strays or named:
+        raise UsageError(
+            "unrecognized arguments: %s (see --help; Beam's own flags are also accepted)" % " ".join(named + strays)
+        )
 
 
 def normalize(uri: str) -> str:
