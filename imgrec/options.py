@@ -120,6 +120,10 @@ OPTIONS: tuple[Opt, ...] = (
         example="--config configs/direct.yaml"),
     Opt(("--log-level",), "log_level", "runner", "Logging level.",
         default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), example="--log-level DEBUG"),
+    Opt(("--quiet",), "quiet", "runner",
+        "For scheduled runs: no progress line and no summary on the terminal, only warnings and errors "
+        "(summary.txt is still written).",
+        default=False, type=None, action="store_true", example="--quiet"),
 )
 
 

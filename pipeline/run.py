@@ -25,9 +25,13 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from apache_beam.metrics.metric import MetricsFilter
+
 from imgrec import s3, storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.finalize import IncompleteError, OutputError, TooManyErrorsError, finalize, layout_for, prepare_output
+from imgrec.progress import ProgressMonitor
+from pipeline import STARTED
 from imgrec.options import ConvertOptions, OptionsError, add_options, from_args, load_config
 from transforms.list_images import ListImages
 from transforms.plan_shards import PlanShards
@@ -179,14 +183,13 @@ def run(argv: list[str] | None = None) -> int:
     except OptionsError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, ns.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    level = logging.WARNING if ns.quiet else getattr(logging, ns.log_level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("apache_beam", "botocore", "urllib3", "smart_open"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, ns.log_level)))
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_HideStorageErrorTracebacks())
-    started = time.time()
+    started = STARTED
     try:
         s3.configure(options.s3)
         classes, root_errors = discover_classes(options)
@@ -195,13 +198,22 @@ def run(argv: list[str] | None = None) -> int:
         LOG.info("%d classes under %s; writing to %s", len(classes), options.input, options.output)
         p = beam.Pipeline(runner=runner, options=opts)
         build_pipeline(p, options, classes)
-        result = p.run()
-        result.wait_until_finish()
+        monitor = None if ns.quiet else ProgressMonitor(options.output).start()
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        finally:
+            if monitor:
+                monitor.stop()
         manifest = finalize(
             options,
             classes,
             root_errors,
-            {"output": options.output, "wall_seconds": round(time.time() - started, 3)},
+            {
+                "output": options.output,
+                "wall_seconds": round(time.time() - started, 3),
+                "metrics": job_metrics(result),
+            },
         )
     except (UsageError, OutputError) as exc:
         print("error: %s" % exc, file=sys.stderr)
@@ -212,14 +224,43 @@ def run(argv: list[str] | None = None) -> int:
     except TooManyErrorsError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - only a storage problem is turned into one line
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
         message = storage_error_message(exc)
-        if message is None:
-            raise
-        print("error: %s" % message, file=sys.stderr)
-        return 2
-    print(manifest["summary_text"], end="")
+        if message is not None:
+            print("error: %s" % message, file=sys.stderr)
+            return 2
+        LOG.debug("the job failed", exc_info=True)
+        print(
+            "error: the job failed, no manifest written: %s (rerun with --log-level DEBUG for the full traceback)"
+            % last_line(exc),
+            file=sys.stderr,
+        )
+        return 1
+    if not ns.quiet:
+        print(manifest["summary_text"], end="")
     return 0
+
+
+def last_line(exc: BaseException) -> str:
+    """The most telling line of an exception a runner may have wrapped in a long traceback text."""
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("File ", "Traceback", "^", "~")) and ":" in line:
+            return line[:500]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
+
+
+def job_metrics(result) -> dict | None:
+    """The job's ``imgrec`` counters, or None on runners that do not implement metrics (Dask)."""
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace("imgrec"))["counters"]
+    except (NotImplementedError, AttributeError, KeyError, TypeError, RuntimeError):
+        return None
+    totals: dict[str, int] = {}
+    for c in counters:
+        value = c.committed if c.committed is not None else c.attempted
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(value or 0)
+    return dict(sorted(totals.items()))
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 
+import logging
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -22,6 +24,10 @@ from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
 from imgrec.parallel import ordered_map
+from imgrec.progress import ProgressWriter
+from imgrec.summary import human_bytes
+
+LOG = logging.getLogger("imgrec.write_shards")
 from imgrec.planning import ImageRef, order_in_shard
 
 
@@ -64,8 +70,11 @@ def shard_digest(refs, first_id: int, options: ConvertOptions) -> str:
     return h.hexdigest()
 
 
-def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, layout: Layout, threads: int):
-    """Write one shard and its completion record; returns the completion record (a dict)."""
+def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, layout: Layout, threads: int, progress=None):
+    """Write one shard and its completion record; returns the completion record (a dict).
+
+    ``progress``, when given, is called as ``progress(images, bytes, errors)`` after each input.
+    """
     ordered = order_in_shard(refs)
     out = options.output
     rec_rel = layout.rec(split, shard, shards)
@@ -97,8 +106,12 @@ def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, l
         for ref, record_id, packed, error in ordered_map(load, work, threads, window=4 * max(1, threads)):
             if error is not None:
                 errors.append(error)
+                if progress:
+                    progress(0, 0, 1)
                 continue
             offset = writer.write(packed)
+            if progress:
+                progress(1, writer.offset - offset, 0)
             offsets.append(offset)
             idx_lines.append(recordio.format_idx_line(record_id, offset))
             lst_lines.append(format_lst_line(record_id, ref.label, ref.relpath))
@@ -166,11 +179,22 @@ class _WriteShardFn(beam.DoFn):
         self._threads = self._options.threads or os.cpu_count() or 1
         # Beam's own --s3_* options do not reach these workers: apply ours in every process.
         s3.configure(self._options.s3)
+        self._progress = ProgressWriter(self._options.output)
 
     def process(self, element):
         # element: ((split, shard, shards), first_id, [ImageRef])
         (split, shard, shards), first_id, refs = element
-        record = write_shard(split, shard, shards, list(refs), first_id, self._options, self._layout, self._threads)
+        record = write_shard(
+            split, shard, shards, list(refs), first_id, self._options, self._layout, self._threads, self._progress.add
+        )
+        if record.get("resumed"):
+            self._progress.add(record["records"], record["bytes"], len(record["errors"]))
+        self._progress.add(force=True)
+        LOG.info(
+            "shard %s %d/%d %s: %d images, %s, %d skipped",
+            split, shard + 1, shards, "kept (--resume)" if record.get("resumed") else "written",
+            record["records"], human_bytes(record["bytes"]), len(record["errors"]),
+        )
         self._images.inc(record["records"])
         self._bytes.inc(record["bytes"])
         self._skipped.inc(len(record["errors"]))

@@ -1,0 +1,137 @@
+"""Progress a person can watch, on any runner.
+
+Workers write a small cumulative heartbeat per worker to ``_work/progress/``
+(at most once a second on disk, every few seconds on S3) and log a line per
+finished shard; they also bump Beam metrics counters, which cluster UIs show.
+The launcher polls the heartbeats and the shard plan and prints a live line
+(a redrawn bar on a terminal, a periodic log line otherwise) with images done
+of total, images per second, bytes written, inputs skipped and an ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+
+from imgrec import storage
+from imgrec.layout import WORK
+from imgrec.summary import human_bytes
+
+PROGRESS_DIR = WORK + "/progress"
+PLAN = WORK + "/plan.json"
+LOG = logging.getLogger("imgrec.progress")
+
+
+class ProgressWriter:
+    """Worker side: cumulative counts of one worker, flushed to its heartbeat file now and then."""
+
+    def __init__(self, output: str):
+        self._uri = storage.join(output, PROGRESS_DIR, "%s.json" % uuid.uuid4().hex)
+        self._interval = 5.0 if storage.is_s3(output) else 1.0
+        self._last = 0.0
+        self.images = self.bytes = self.errors = 0
+
+    def add(self, images: int = 0, nbytes: int = 0, errors: int = 0, force: bool = False) -> None:
+        self.images += images
+        self.bytes += nbytes
+        self.errors += errors
+        now = time.monotonic()
+        if force or now - self._last >= self._interval:
+            self._last = now
+            try:
+                storage.write_text(
+                    self._uri, json.dumps({"images": self.images, "bytes": self.bytes, "errors": self.errors})
+                )
+            except (OSError, storage.StorageError) as exc:  # progress must never fail the job
+                LOG.debug("progress heartbeat not written: %s", exc)
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return "%d:%02d:%02d" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
+
+
+def progress_line(done: int, total: int | None, nbytes: int, errors: int, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    if total:
+        pct = min(100.0, 100.0 * (done + errors) / total)
+        eta = format_eta((total - done - errors) / rate) if rate > 0 and done + errors < total else "0:00:00"
+        head = "[%3.0f%%] %d/%d images" % (pct, min(done, total), total)
+    else:
+        head, eta = "[ listing ] %d images" % done, "?"
+    return "%s | %.0f img/s | %s written | %d skipped | ETA %s" % (head, rate, human_bytes(nbytes), errors, eta)
+
+
+class ProgressMonitor:
+    """Launcher side: a thread that polls the heartbeats and prints progress until stopped."""
+
+    def __init__(self, output: str, stream=None, log_every: float = 10.0):
+        self._output = output
+        self._stream = stream if stream is not None else sys.stderr
+        self._tty = hasattr(self._stream, "isatty") and self._stream.isatty()
+        self._poll = 5.0 if storage.is_s3(output) else (0.5 if self._tty else 1.0)
+        self._log_every = log_every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self._start = time.monotonic()
+        self._total: int | None = None
+        self.last_line = ""
+
+    def start(self) -> "ProgressMonitor":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._emit(final=True)
+        if self._tty:
+            self._stream.write("\n")
+            self._stream.flush()
+
+    def _read(self) -> tuple[int, int, int]:
+        images = nbytes = errors = 0
+        folder = storage.join(self._output, PROGRESS_DIR)
+        for rel in storage.list_recursive(folder):
+            if storage.is_temp_name(rel):
+                continue
+            try:
+                d = json.loads(storage.read_text(storage.join(folder, rel)))
+            except (OSError, ValueError, storage.StorageError):
+                continue
+            images += d["images"]
+            nbytes += d["bytes"]
+            errors += d["errors"]
+        if self._total is None:
+            try:
+                plan = json.loads(storage.read_text(storage.join(self._output, PLAN)))
+                self._total = sum(s["records"] for s in plan["splits"].values())
+            except (OSError, ValueError, storage.StorageError):
+                pass
+        return images, nbytes, errors
+
+    def _emit(self, final: bool = False) -> None:
+        try:
+            images, nbytes, errors = self._read()
+        except (OSError, storage.StorageError):
+            return
+        line = progress_line(images, self._total, nbytes, errors, time.monotonic() - self._start)
+        self.last_line = line
+        if self._tty:
+            self._stream.write("\r" + line + "\x1b[K")
+            self._stream.flush()
+        elif final or line != getattr(self, "_printed", None):
+            LOG.info("%s", line)
+            self._printed = line
+
+    def _loop(self) -> None:
+        last_log = 0.0
+        while not self._stop.wait(self._poll):
+            now = time.monotonic()
+            if self._tty or now - last_log >= self._log_every:
+                last_log = now
+                self._emit()

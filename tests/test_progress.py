@@ -1,0 +1,79 @@
+"""Progress lines, metrics counters, the summary and --quiet."""
+
+import os
+import pty
+import re
+import subprocess
+import sys
+
+from conftest import REPO, SAMPLE, load_manifest, run_cli
+from imgrec.progress import format_eta, progress_line
+
+
+def test_progress_line_shows_counts_rate_bytes_errors_and_eta():
+    line = progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0)
+    assert line == "[ 26%] 50/200 images | 5 img/s | 3.0 MiB written | 2 skipped | ETA 0:00:29"
+    assert progress_line(10, None, 0, 0, 1.0).startswith("[ listing ] 10 images")
+    assert format_eta(3725) == "1:02:05"
+
+
+def test_progress_reaches_100_percent_and_metrics_match_manifest(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--input", SAMPLE, "--output", out, "--images-per-shard", "2")
+    m = load_manifest(out)
+    total = sum(s["records"] for s in m["splits"].values())
+    assert re.search(r"\[100%%\] %d/%d images \| \d+ img/s \| [\d.]+ KiB written \| 0 skipped \| ETA 0:00:00" % (total, total), proc.stderr), proc.stderr
+    shards = sum(len(s["shards"]) for s in m["splits"].values())
+    assert len(re.findall(r"shard (train|validation) \d+/\d+ written", proc.stderr)) == shards
+    metrics = m["metrics"]
+    assert metrics["images_written"] == total == 30
+    assert metrics["bytes_written"] == sum(s["bytes"] for s in m["splits"].values())
+    assert metrics["shards_written"] == shards
+    assert metrics["images_skipped"] == m["errors"] == 0
+    assert metrics["images_listed"] == 30
+
+
+def test_progress_redraws_one_line_on_a_terminal(tmp_path):
+    out = tmp_path / "out"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.run", "--input", str(SAMPLE), "--output", str(out), "--images-per-shard", "2"],
+        cwd=REPO, stdin=slave, stdout=subprocess.DEVNULL, stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait()
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "\r[100%] 30/30 images" in text
+
+
+def test_quiet_prints_nothing_but_writes_the_summary(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--input", SAMPLE, "--output", out, "--quiet")
+    assert proc.stdout == "" and proc.stderr == ""
+    summary = (out / "summary.txt").read_text()
+    assert "Converted 30 images" in summary and "python -m pipeline.verify" in summary
+
+
+def test_summary_has_splits_classes_skips_and_next_steps(sample_dir, tmp_path):
+    (sample_dir / "cat" / "broken.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    proc = run_cli("--input", sample_dir, "--output", out)
+    summary = (out / "summary.txt").read_text()
+    assert proc.stdout.endswith(summary), "the summary is printed last"
+    m = load_manifest(out)
+    for split, doc in m["splits"].items():
+        assert re.search(r"%s\s+%d\s+%d\s" % (split, doc["records"], len(doc["shards"])), summary)
+    assert "smallest:" in summary and "largest:" in summary
+    assert re.search(r"empty_file\s+1", summary)
+    assert re.search(r"in [\d.]+ s \(\d+ images/s\)", summary)
+    assert "SageMaker channel 'train': %s/train/" % out in summary
