@@ -16,6 +16,7 @@ Our own flags are listed by ``--help``; every other flag is passed to Beam's
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -130,7 +131,13 @@ def discover_classes(options: ConvertOptions) -> tuple[list[str], list[ErrorReco
     return sorted(dirs), root_errors
 
 
+def _for_workers(path: str) -> str:
+    return path if storage.is_s3(path) else os.path.abspath(path)
+
+
 def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str]):
+    # Workers may run in another directory or container: they get absolute local paths.
+    options = dataclasses.replace(options, input=_for_workers(options.input), output=_for_workers(options.output))
     layout = layout_for(options)
     # (class_index, class_name)
     class_elems = p | "Classes" >> beam.Create(list(enumerate(classes)))
