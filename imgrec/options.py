@@ -196,14 +196,24 @@ def load_config(path: str) -> tuple[dict[str, Any], list[str]]:
                 if isinstance(bval, bool):
                     if bval:
                         beam_args.append("--%s" % bkey)
-                else:
+                elif isinstance(bval, list):  # a repeatable flag such as --experiments
+                    beam_args.extend("--%s=%s" % (bkey, item) for item in bval)
+                elif bval is not None:
                     beam_args.append("--%s=%s" % (bkey, bval))
             continue
         dest = key.replace("-", "_")
         if dest not in known or dest == "config":
             raise OptionsError("--config %s: unknown option %r" % (path, key))
-        values[dest] = value
+        values[dest] = _config_value(path, key, known[dest], value)
     return values, beam_args
+
+
+def _config_value(path: str, key: str, opt: Opt, value: Any) -> Any:
+    """A config value checked and converted the way argparse treats the same flag."""
+    if opt.action == "store_true":
+        if not isinstance(value, bool):
+            raise OptionsError("--config %s: %s must be true or false, got %r" % (path, key, value))
+        return value
 
 
 @dataclass(frozen=True)
