@@ -214,6 +214,17 @@ def _config_value(path: str, key: str, opt: Opt, value: Any) -> Any:
         if not isinstance(value, bool):
             raise OptionsError("--config %s: %s must be true or false, got %r" % (path, key, value))
         return value
+    if isinstance(value, list) and opt.type is str:
+        value = ",".join(str(v) for v in value)
+    try:
+        value = opt.type(value) if opt.type and value is not None else value
+    except (TypeError, ValueError):
+        raise OptionsError("--config %s: %s: %r is not a valid %s" % (path, key, value, opt.type.__name__)) from None
+    if opt.choices and value not in opt.choices:
+        raise OptionsError(
+            "--config %s: %s: %r is not one of %s" % (path, key, value, ", ".join(map(str, opt.choices)))
+        )
+    return value
 
 
 @dataclass(frozen=True)
