@@ -355,14 +355,14 @@ def s3_settings(ns: argparse.Namespace) -> S3Settings:
     from urllib.parse import urlsplit
 
     endpoint = (getattr(ns, "s3_endpoint_url", "") or os.environ.get("AWS_ENDPOINT_URL_S3", "")).strip()
+    if "@" in endpoint:  # checked first: the message must not repeat a secret
+        raise OptionsError(
+            "--s3-endpoint-url must not hold credentials; use the environment, an AWS profile or an instance role"
+        )
     if endpoint:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise OptionsError("--s3-endpoint-url %r: expected a URL such as http://host:9000" % endpoint)
-        if parts.username or parts.password:
-            raise OptionsError(
-                "--s3-endpoint-url must not hold credentials; use the environment, an AWS profile or an instance role"
-            )
     sse = getattr(ns, "s3_sse", "") or ""
     key_id = getattr(ns, "s3_sse_kms_key_id", "") or ""
     if key_id and sse == "AES256":
