@@ -350,7 +350,7 @@ def pack_item(item: LstItem, data: bytes, settings: PackSettings) -> bytes:
     rules and bilinear filter, and re-encoded.
     """
     info = images.check_structure(data, settings.max_pixels)
-    payload = data if settings.pass_through else images.transcode(data, info, settings.encode)
+    payload = data if settings.pass_through else images.transcode(data, info, settings.encode, settings.max_pixels)
     try:
         return recordio.pack(record_label(item, settings.pack_label), item.id, payload)
     except struct.error as exc:

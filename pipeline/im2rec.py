@@ -26,7 +26,7 @@ import shutil
 import sys
 import uuid
 
-from imgrec import images, storage
+from imgrec import images, s3, storage
 from imgrec.im2rec_compat import (
     DEFAULT_EXTS,
     WORK_MARK,
@@ -42,6 +42,7 @@ from imgrec.im2rec_compat import (
     unlistable,
     walk_local,
 )
+from imgrec.options import OPTIONS, OptionsError, s3_settings
 
 LOG = logging.getLogger("pipeline.im2rec")
 
@@ -110,13 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     ogroup = parser.add_argument_group("Options added by pipeline.im2rec")
     ogroup.add_argument("--max-pixels", type=int, default=images.DEFAULT_MAX_PIXELS,
                         help="skip (and report) images whose header declares more pixels than this.")
-    ogroup.add_argument("--fragment-lines", type=int, default=None,
-                        help="at most this many list lines per fragment, the unit of parallel work "
-                        "(default: about 4 fragments per worker, at most 1000 lines each).")
+    ogroup.add_argument("--fragment-lines", type=int, default=0,
+                        help="at most this many list lines per fragment, the unit of parallel work; "
+                        "0 = about 4 fragments per worker, at most 1000 lines each.")
     ogroup.add_argument("--read-threads", type=int, default=0,
                         help="images read at once inside each worker; 0 = 1 for a local ROOT, %d for s3://."
                         % S3_READ_THREADS)
+    add_s3_options(parser.add_argument_group("S3 (for s3:// PREFIX or ROOT; credentials come from boto3's chain)"))
     return parser
+
+
+def add_s3_options(group) -> None:
+    """The S3 flags of ``python -m pipeline.run``, with the same meanings (one table: ``imgrec.options``)."""
+    for opt in OPTIONS:
+        if opt.group != "s3":
+            continue
+        kwargs = {"dest": opt.dest, "default": opt.default, "help": opt.help.replace("%", "%%")}
+        if opt.action:
+            kwargs["action"] = opt.action
+        else:
+            kwargs["type"] = opt.type
+            if opt.choices:
+                kwargs["choices"] = opt.choices
+        group.add_argument(*opt.flags, **kwargs)
 
 
 def validate(ns: argparse.Namespace) -> None:
@@ -132,8 +149,8 @@ def validate(ns: argparse.Namespace) -> None:
         raise UsageError("--resize must be 0 (keep the size) or a positive edge length, got %d" % ns.resize)
     if ns.max_pixels < 1:
         raise UsageError("--max-pixels must be positive, got %d" % ns.max_pixels)
-    if ns.fragment_lines is not None and ns.fragment_lines < 1:
-        raise UsageError("--fragment-lines must be 1 or more, got %d" % ns.fragment_lines)
+    if ns.fragment_lines < 0:
+        raise UsageError("--fragment-lines must be 0 (automatic) or more, got %d" % ns.fragment_lines)
     if ns.read_threads < 0:
         raise UsageError("--read-threads must be 0 (automatic) or more, got %d" % ns.read_threads)
     bad_exts = [e for e in ns.exts if not e.startswith(".")]
@@ -245,7 +262,7 @@ def beam_flags(beam_args: list[str], num_thread: int) -> list[str]:
     return list(beam_args) + ["--direct_num_workers=%d" % num_thread]
 
 
-def make_records(ns: argparse.Namespace, beam_args: list[str]) -> int:
+def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int:
     import apache_beam as beam
 
     from pipeline.run import pipeline_options
@@ -274,6 +291,11 @@ def make_records(ns: argparse.Namespace, beam_args: list[str]) -> int:
     )
     threads = ns.read_threads or (S3_READ_THREADS if storage.is_s3(root) else 1)
     work_root = storage.join(working_dir, WORK_MARK + uuid.uuid4().hex[:12])
+    if not storage.is_s3(work_root):
+        try:
+            os.makedirs(work_root)
+        except OSError as exc:
+            raise UsageError("cannot write in %s: %s" % (working_dir, exc.strerror or exc)) from None
     for lst in lists:
         print("Creating .rec file from", lst, "in", working_dir)
     opts, runner = pipeline_options(beam_flags(beam_args, ns.num_thread))
@@ -282,7 +304,8 @@ def make_records(ns: argparse.Namespace, beam_args: list[str]) -> int:
         _ = (
             p
             | "Lists" >> beam.Create(lists)
-            | "PackList" >> PackList(settings, work_root, ns.num_thread, threads, ns.fragment_lines or MAX_FRAGMENT_LINES)
+            | "PackList"
+            >> PackList(settings, work_root, ns.num_thread, threads, ns.fragment_lines or MAX_FRAGMENT_LINES, s3_config)
         )
         p.run().wait_until_finish()
         summaries = []
@@ -332,9 +355,11 @@ def run(argv: list[str] | None = None) -> int:
                 raise UsageError("unrecognized arguments: %s" % " ".join(beam_args))
         else:
             check_beam_args(beam_args)
+        s3_config = s3_settings(ns)
+        s3.configure(s3_config)
         ns.prefix, ns.root = normalize(ns.prefix), normalize(ns.root)
-        return make_lists(ns) if ns.list else make_records(ns, beam_args)
-    except (UsageError, storage.StorageError) as exc:
+        return make_lists(ns) if ns.list else make_records(ns, beam_args, s3_config)
+    except (UsageError, OptionsError, storage.StorageError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import run_cli
 from imgrec import recordio
 from imgrec.im2rec_compat import (
     ListEntry,
@@ -34,63 +34,24 @@ from imgrec.im2rec_compat import (
     walk_order_key,
 )
 
-MX_PYTHON = REPO / ".venv-mxnet" / "bin" / "python"
-IM2REC = REPO / ".venv-mxnet" / "lib" / "python3.11" / "site-packages" / "mxnet" / "tools" / "im2rec.py"
-OURS = "pipeline.im2rec"
-
-
-def im2rec(cwd: Path, *args) -> subprocess.CompletedProcess:
-    """Run MXNet's im2rec.py itself, the way the tutorial does."""
-    if not IM2REC.exists():
-        pytest.fail("the mxnet reference environment is missing: run `make envs` (expected %s)" % IM2REC)
-    proc = subprocess.run(
-        [str(MX_PYTHON), str(IM2REC), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, "im2rec.py %s failed:\n%s\n%s" % (args, proc.stdout, proc.stderr)
-    return proc
-
-
-def ours(cwd: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
-    # Relative PREFIX, as in the tutorial: resolved against the caller's folder.
-    return run_cli(*[cwd / a if i == 0 else a for i, a in enumerate(args)], module=OURS, check=check)
-
-
-def files_in(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def assert_same_files(theirs: Path, mine: Path, extra: set[str] = frozenset()):
-    """Every file im2rec.py wrote exists in ours with the same bytes; ours has only ``extra`` besides."""
-    a, b = files_in(theirs), files_in(mine)
-    assert a, "im2rec.py wrote nothing in %s" % theirs
-    assert set(b) - set(a) == set(extra)
-    for name, data in a.items():
-        assert name in b, "%s missing from our output" % name
-        assert b[name] == data, "%s differs from im2rec.py's (%d vs %d bytes)" % (name, len(b[name]), len(data))
+from im2rec.reference import (
+    IM2REC,
+    MX_PYTHON,
+    OURS,
+    TUTORIAL_LIST,
+    TUTORIAL_PACK,
+    assert_same_files,
+    build_tree,
+    files_in,
+    im2rec,
+    label_map_printed,
+    ours,
+)
 
 
 @pytest.fixture
 def tree(sample_dir) -> Path:
-    """The sample's 5 class folders plus nesting that exercises im2rec.py's label numbering:
-    an image in ROOT itself, a sub-folder inside a class, a folder that only holds a folder,
-    an upper-case extension, a .jpeg and a non-image file."""
-    cat = sorted((sample_dir / "cat").glob("*.jpg"))
-    flower = sorted((sample_dir / "flower").glob("*.jpg"))
-    (sample_dir / "cat" / "kitten").mkdir()
-    shutil.copy(cat[0], sample_dir / "cat" / "kitten" / "k0.jpg")
-    shutil.copy(cat[1], sample_dir / "cat" / "kitten" / "k1.jpeg")
-    (sample_dir / "zoo" / "wild").mkdir(parents=True)
-    shutil.copy(flower[0], sample_dir / "zoo" / "wild" / "w0.jpg")
-    shutil.copy(sample_dir / "rocket" / "rocket_05.png", sample_dir / "zoo" / "wild" / "w1.png")
-    shutil.copy(flower[1], sample_dir / "flower" / "UPPER.JPG")
-    shutil.copy(flower[2], sample_dir / "top.jpg")
-    (sample_dir / "notes.txt").write_text("not an image\n")
-    return sample_dir
-
-
-def label_map_printed(stdout: str) -> str:
-    """The ``folder label`` lines im2rec.py prints after its walk."""
-    return "".join(line + "\n" for line in stdout.splitlines() if re.fullmatch(r".+ \d+", line))
+    return build_tree(sample_dir)
 
 
 # ---------------------------------------------------------------- the tutorial's two commands
@@ -99,10 +60,9 @@ def label_map_printed(stdout: str) -> str:
 def test_tutorial_commands_give_im2rec_files_byte_for_byte(tree, tmp_path):
     theirs, mine = tmp_path / "theirs", tmp_path / "mine"
     theirs.mkdir(), mine.mkdir()
-    list_args = ["example_rec", tree, "--recursive", "--list", "--train-ratio", "0.7", "--test-ratio", "0.3"]
-    printed = im2rec(theirs, *list_args).stdout
-    ours_list = ours(mine, *list_args)
-    assert_same_files(theirs, mine, extra={"example_rec_labels.txt"})
+    printed = im2rec(theirs, "example_rec", tree, *TUTORIAL_LIST).stdout
+    ours_list = ours(mine, "example_rec", tree, *TUTORIAL_LIST)
+    assert_same_files(files_in(theirs), files_in(mine), extra={"example_rec_labels.txt"})
     assert {"example_rec_train.lst", "example_rec_test.lst"} <= set(files_in(mine))
     labels = (mine / "example_rec_labels.txt").read_text()
     assert labels == label_map_printed(printed)
@@ -110,10 +70,9 @@ def test_tutorial_commands_give_im2rec_files_byte_for_byte(tree, tmp_path):
     assert "zoo " not in labels and "zoo/wild 7" in labels
     assert label_map_printed(ours_list.stdout) == labels
 
-    pack_args = ["example_rec", tree, "--recursive", "--pass-through", "--pack-label", "--num-thread", "2"]
-    im2rec(theirs, *pack_args)
-    out = ours(mine, *pack_args)
-    assert_same_files(theirs, mine, extra={"example_rec_labels.txt"})
+    im2rec(theirs, "example_rec", tree, *TUTORIAL_PACK)
+    out = ours(mine, "example_rec", tree, *TUTORIAL_PACK)
+    assert_same_files(files_in(theirs), files_in(mine), extra={"example_rec_labels.txt"})
     assert {"example_rec_train.rec", "example_rec_train.idx", "example_rec_test.rec", "example_rec_test.idx"} <= set(
         files_in(mine)
     )
@@ -139,7 +98,7 @@ def test_list_mode_variants_match_im2rec(tree, tmp_path, args):
     shutil.copy(tree / "cat" / "cat_00.jpg", tree / "second.jpg")  # two images in ROOT for the flat case
     im2rec(theirs, "data", tree, "--list", *args)
     ours(mine, "data", tree, "--list", *args)
-    assert_same_files(theirs, mine, extra={"data_labels.txt"})
+    assert_same_files(files_in(theirs), files_in(mine), extra={"data_labels.txt"})
     if "--chunks" in args:
         assert any(n.startswith("data_1") for n in files_in(mine))
 
@@ -163,7 +122,7 @@ def test_multi_label_list_with_pack_label_matches_im2rec(tree, tmp_path):
     args = ["multi", tree, "--pass-through", "--pack-label", "--num-thread", "2"]
     im2rec(theirs, *args)
     ours(mine, *args)
-    assert_same_files(theirs, mine)
+    assert_same_files(files_in(theirs), files_in(mine))
     with open(mine / "multi.rec", "rb") as f:
         header, _ = recordio.unpack(next(recordio.read_records(f)).payload)
     assert header.flag == 3 and header.label == (0.0, 0.0, 7.0) and header.id == 1
