@@ -226,7 +226,6 @@ def read_shard(
     result = ShardResult()
     reader = _HashingReader(fileobj)
     records = recordio.read_records(reader, name)  # type: ignore[arg-type]
-    problems = result.problems
     record_problems: list[tuple[int, Problem]] = []  # (record index, problem), sorted at the end
 
     def report_decode(key: tuple[int, str], why: str | None) -> None:
@@ -248,8 +247,8 @@ def read_shard(
                 if message.startswith(name + ": "):
                     message = message[len(name) + 2 :]
                 ident = ", id %d per the .idx" % index[i][0] if index is not None and i < len(index) else ""
-                problems.append(Problem(name, "%s (reading record %d%s)%s" % (message, i, ident, _explain_framing(
-                    result.entries, i, start, index, reopen, name, expected_size))))
+                explanation = _explain_framing(result.entries, i, start, index, reopen, name, expected_size)
+                record_problems.append((i, Problem(name, "%s (reading record %d%s)%s" % (message, i, ident, explanation))))
                 break
             try:
                 header, image = recordio.unpack(raw.payload)
@@ -273,7 +272,7 @@ def read_shard(
     result.size = reader.position
     result.sha256 = reader.sha256()
     record_problems.sort(key=lambda t: t[0])
-    problems.extend(p for _, p in record_problems)
+    result.problems.extend(p for _, p in record_problems)
     return result
 
 

@@ -26,6 +26,8 @@ import numpy as np
 
 from imgrec import recordio, storage
 from imgrec.layout import MANIFEST
+from imgrec.options import OptionsError
+from pipeline.verify import add_s3_flags, configure_s3
 
 PREVIEW_DIR = "preview"
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -299,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-classes", type=int, default=100, help="draw at most this many classes (default: 100)")
     parser.add_argument("--thumb", type=int, default=128, help="thumbnail size in pixels (default: 128)")
     parser.add_argument("--out-dir", default=None, help="where to write the PNG files (default: OUT/preview)")
+    add_s3_flags(parser, writes=True)
     return parser
 
 
@@ -308,6 +311,12 @@ def run(argv: list[str] | None = None) -> int:
         if value < low:
             print("error: %s must be at least %d, got %d" % (flag, low, value), file=sys.stderr)
             return 2
+    try:
+        if storage.is_s3(args.output) or storage.is_s3(args.out_dir or ""):
+            configure_s3(args)
+    except OptionsError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
     try:
         written = preview(args.output, args.split, args.per_class, args.max_classes, args.out_dir, args.thumb)
     except (PreviewError, storage.StorageError) as exc:

@@ -21,6 +21,7 @@ import os
 import sys
 
 from imgrec import storage
+from imgrec.options import OptionsError
 from imgrec.verify import count_table, verify_output
 
 LOG = logging.getLogger("pipeline.verify")
@@ -45,7 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="INFO reports each shard as it is read (default: WARNING)")
+    add_s3_flags(parser)
     return parser
+
+
+def add_s3_flags(parser: argparse.ArgumentParser, writes: bool = False) -> None:
+    """How to reach an s3:// OUT; the same meaning as pipeline.run's flags of these names."""
+    group = parser.add_argument_group("S3")
+    group.add_argument("--s3-endpoint-url", default="",
+                       help="S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL_S3)")
+    group.add_argument("--s3-region", default="", help="region of the bucket (default: boto3's own lookup)")
+    group.add_argument("--s3-requester-pays", action="store_true", help="read from a requester-pays bucket")
+    if writes:
+        group.add_argument("--s3-sse", default="", choices=("", "AES256", "aws:kms"),
+                           help="server-side encryption of the files written to S3 (default: the bucket's)")
+        group.add_argument("--s3-sse-kms-key-id", default="", help="KMS key for --s3-sse aws:kms")
+
+
+def configure_s3(args: argparse.Namespace) -> None:
+    """Apply the S3 flags (checked like pipeline.run's); raises OptionsError with a one-line message."""
+    from imgrec import s3
+    from imgrec.options import s3_settings
+
+    s3.configure(s3_settings(args))
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -55,7 +78,13 @@ def run(argv: list[str] | None = None) -> int:
         print("error: --threads must be 0 (one per core) or more, got %d" % args.threads, file=sys.stderr)
         return 2
     out = args.output
-    if not storage.is_s3(out) and not os.path.isdir(out):
+    if storage.is_s3(out):
+        try:
+            configure_s3(args)
+        except OptionsError as exc:
+            print("error: %s" % exc, file=sys.stderr)
+            return 2
+    elif not os.path.isdir(out):
         print("error: %s is not a folder" % out, file=sys.stderr)
         return 2
     try:
