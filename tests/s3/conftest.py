@@ -56,9 +56,15 @@ def _start_moto(log_path: str) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory):
+def moto_log(tmp_path_factory) -> str:
+    """The moto server's output: one access-log line per request it received."""
+    return str(tmp_path_factory.mktemp("moto") / "moto.log")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(moto_log):
     """The base URL of a moto S3 server started for this session (killed at the end)."""
-    log_path = str(tmp_path_factory.mktemp("moto") / "moto.log")
+    log_path = moto_log
     with pytest.MonkeyPatch.context() as mp:
         for name, value in FAKE_AWS_ENV.items():
             mp.setenv(name, value)
