@@ -266,7 +266,7 @@ def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int
     import apache_beam as beam
 
     from pipeline.run import pipeline_options
-    from transforms.pack_list import MAX_FRAGMENT_LINES, PackList, done_path
+    from transforms.pack_list import MAX_FRAGMENT_LINES, PackList, done_path, plan_fragments
 
     root = ns.root
     if not storage.is_s3(root) and not os.path.isdir(root):
@@ -298,14 +298,15 @@ def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int
             raise UsageError("cannot write in %s: %s" % (working_dir, exc.strerror or exc)) from None
     for lst in lists:
         print("Creating .rec file from", lst, "in", working_dir)
-    opts, runner = pipeline_options(beam_flags(beam_args, ns.num_thread))
+    fragments = [f for lst in lists for f in plan_fragments(lst, ns.num_thread, ns.fragment_lines or MAX_FRAGMENT_LINES)]
+    opts, runner = pipeline_options(beam_flags(beam_args, ns.num_thread), len(fragments))
     try:
         p = beam.Pipeline(runner=runner, options=opts)
         _ = (
             p
-            | "Lists" >> beam.Create(lists)
-            | "PackList"
-            >> PackList(settings, work_root, ns.num_thread, threads, ns.fragment_lines or MAX_FRAGMENT_LINES, s3_config)
+            # Fragment(lst, index, count, ByteRange), spread over the workers
+            | "Fragments" >> beam.Create(fragments)
+            | "PackList" >> PackList(settings, work_root, threads, s3_config)
         )
         p.run().wait_until_finish()
         summaries = []

@@ -142,8 +142,8 @@ def decode_records(folder: Path, name: str) -> list[tuple[tuple, np.ndarray]]:
 @pytest.mark.parametrize(
     "args, tolerance",
     [
-        (["--resize", "64", "--quality", "90"], 2.0),
-        (["--center-crop", "--resize", "48", "--encoding", ".png", "--color", "0"], 1.0),
+        (["--resize", "64", "--quality", "90", "--num-thread", "2"], 2.0),
+        (["--center-crop", "--resize", "48", "--encoding", ".png", "--color", "0", "--num-thread", "1"], 1.0),
     ],
     ids=["resize-jpg", "crop-gray-png"],
 )
@@ -152,8 +152,8 @@ def test_reencoded_records_match_im2rec_within_tolerance(tree, tmp_path, args, t
     theirs.mkdir(), mine.mkdir()
     im2rec(theirs, "re", tree, "--recursive", "--list")
     shutil.copy(theirs / "re.lst", mine / "re.lst")
-    im2rec(theirs, "re", tree, "--num-thread", "2", *args)
-    ours(mine, "re", tree, "--num-thread", "2", *args)
+    im2rec(theirs, "re", tree, *args)
+    ours(mine, "re", tree, *args)
     a, b = decode_records(theirs, "re"), decode_records(mine, "re")
     assert len(a) == len(b) == len((theirs / "re.lst").read_text().splitlines())
     for (ha, ia), (hb, ib) in zip(a, b):
@@ -298,14 +298,16 @@ def test_pack_list_stage_keeps_list_order_across_fragments(tree, tmp_path):
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from transforms.pack_list import PackList
+    from transforms.pack_list import PackList, plan_fragments
 
     rels = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.jpg"))[:7]
     lst = tmp_path / "s.lst"
     write_lst(lst, [(100 - i, "%f" % i, rel) for i, rel in enumerate(rels)])
     settings = PackSettings(root=str(tree), pass_through=True)
     with TestPipeline(runner=FnApiRunner()) as p:
-        summaries = p | beam.Create([str(lst)]) | PackList(settings, str(tmp_path / "work"), workers=2, max_fragment_lines=2)
+        fragments = plan_fragments(str(lst), workers=1, max_lines=2)
+        assert [f.index for f in fragments] == [0, 1, 2, 3] and {f.count for f in fragments} == {4}
+        summaries = p | beam.Create(fragments) | PackList(settings, str(tmp_path / "work"))
         assert_that(
             summaries | beam.Map(lambda s: (s["records"], s["skipped"], s["rec"])),
             equal_to([(7, 0, str(tmp_path / "s.rec"))]),

@@ -11,12 +11,14 @@ summaries cross the shuffles; image bytes go from the input straight into a
 fragment file, and every step streams, so memory stays bounded by one image
 (times the read threads) whatever the list's length.
 
-    lst uri
-      -> PlanFragments    (lst, ByteRange, fragment index, fragment count)    # launcher-free planning
-      -> Reshuffle        spread the fragments over workers
-      -> PackFragment     (lst, fragment summary)                             # image bytes stay in files
+    Fragment(lst, index, count, ByteRange)     planned by the launcher (plan_fragments)
+      -> PackFragment     (lst, fragment summary)          # image bytes stay in files
       -> GroupByKey       (lst, [fragment summary])
       -> ConcatFragments  list summary, also written to the work folder for the launcher
+
+Fragments are planned before the pipeline (streaming each ``.lst`` twice,
+never holding it) so that runners which partition their input up front, such
+as Dask, get one partition per fragment.
 """
 
 from __future__ import annotations
@@ -213,16 +215,6 @@ class _StorageFn(beam.DoFn):
             s3.configure(self._s3)
 
 
-class _PlanFragmentsFn(_StorageFn):
-    def __init__(self, workers: int, max_lines: int, s3_settings=None):
-        super().__init__(s3_settings)
-        self._workers = workers
-        self._max_lines = max_lines
-
-    def process(self, lst):
-        yield from plan_fragments(lst, self._workers, self._max_lines)
-
-
 class _PackFragmentFn(_StorageFn):
     def __init__(self, settings: PackSettings, work_root: str, threads: int, s3_settings=None):
         super().__init__(s3_settings)
@@ -253,31 +245,18 @@ class _ConcatFragmentsFn(_StorageFn):
 
 
 class PackList(beam.PTransform):
-    """PCollection[.lst uri] -> PCollection[list summary dict]; writes each list's .rec/.idx beside it."""
+    """PCollection[Fragment] -> PCollection[list summary dict]; writes each list's .rec/.idx beside it."""
 
-    def __init__(
-        self,
-        settings: PackSettings,
-        work_root: str,
-        workers: int,
-        threads: int = 1,
-        max_fragment_lines: int = MAX_FRAGMENT_LINES,
-        s3_settings=None,
-    ):
+    def __init__(self, settings: PackSettings, work_root: str, threads: int = 1, s3_settings=None):
         super().__init__()
         self._settings = settings
         self._work = work_root
-        self._workers = workers
         self._threads = threads
-        self._max_lines = max_fragment_lines
         self._s3 = s3_settings
 
-    def expand(self, lists):
+    def expand(self, fragments):
         return (
-            lists
-            # Fragment(lst, index, count, ByteRange)
-            | "PlanFragments" >> beam.ParDo(_PlanFragmentsFn(self._workers, self._max_lines, self._s3))
-            | "SpreadFragments" >> beam.Reshuffle()
+            fragments
             # (lst, {index, count, records, bytes, skipped})
             | "PackFragment" >> beam.ParDo(_PackFragmentFn(self._settings, self._work, self._threads, self._s3))
             # (lst, [{index, count, records, bytes, skipped}])
