@@ -192,6 +192,11 @@ def storage_error(exc: BaseException, action: str, bucket: str, key: str = "") -
             )
         if code == "InvalidObjectState":
             return OSError("%s is archived (e.g. Glacier): restore it before reading" % where)
+        if code == "SlowDown" or (status or 0) >= 500:
+            return StorageError(
+                "S3 kept failing (%s, HTTP %s) while trying to %s %s, after %d attempts: the store is overloaded "
+                "or unwell; try again later" % (code or "error", status, action, where, MAX_ATTEMPTS)
+            )
         return StorageError("S3 refused to %s %s: %s (%s)" % (action, where, detail, code or status))
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
         return StorageError(
