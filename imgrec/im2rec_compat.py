@@ -141,7 +141,8 @@ def listing_from_paths(relpaths: Iterable[str], recursive: bool, exts: Sequence[
     """``list_image`` over a flat listing of file paths (an ``s3://`` prefix has no folders to walk)."""
     paths = [p for p in relpaths if p and not p.endswith("/")]
     if not recursive:
-        entries = [ListEntry(i, p, 0) for i, p in enumerate(sorted(p for p in paths if "/" not in p and has_ext(p, exts)))]
+        top = sorted(p for p in paths if "/" not in p and has_ext(p, exts))
+        entries = [ListEntry(i, p, 0) for i, p in enumerate(top)]
         return Listing(entries, [(".", 0)] if entries else [], [])
     entries = []
     cat: dict[str, int] = {}
@@ -234,7 +235,8 @@ def parse_lst_line(text: str, line: int) -> LstItem | LstLineError | None:
         return None
     fields = [f.strip() for f in text.strip().split("\t")]
     if len(fields) < 3:
-        return LstLineError(line, text, "expected index, label(s) and path separated by tabs, got %d field(s)" % len(fields))
+        detail = "expected index, label(s) and path separated by tabs, got %d field(s)" % len(fields)
+        return LstLineError(line, text, detail)
     try:
         return LstItem(int(fields[0]), fields[-1], tuple(float(v) for v in fields[1:-1]), line)
     except ValueError as exc:
@@ -355,7 +357,8 @@ def pack_item(item: LstItem, data: bytes, settings: PackSettings) -> bytes:
         return recordio.pack(record_label(item, settings.pack_label), item.id, payload)
     except struct.error as exc:
         # IRHeader holds the id as an unsigned 64-bit integer and labels as float32.
-        raise images.BadImage("bad_header_value", "id %d or a label does not fit the record header (%s)" % (item.id, exc)) from None
+        detail = "id %d or a label does not fit the record header (%s)" % (item.id, exc)
+        raise images.BadImage("bad_header_value", detail) from None
     except OverflowError as exc:
         raise images.BadImage("bad_header_value", "a label does not fit float32 (%s)" % exc) from None
 

@@ -165,6 +165,10 @@ def check_beam_args(beam_args: list[str]) -> None:
         return
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    if any("DaskRunner" in a for a in beam_args):
+        # DaskOptions (--dask_client_address, ...) exist only once the runner module is imported.
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
+
     strays = [
         a for i, a in enumerate(beam_args)
         if not a.startswith("--") and not (i > 0 and beam_args[i - 1].startswith("--") and "=" not in beam_args[i - 1])
@@ -208,18 +212,18 @@ def make_lists(ns: argparse.Namespace) -> int:
     for line in listing.warnings:
         print("warning: %s" % line, file=sys.stderr)
     if not listing.entries:
-        raise UsageError(
-            "no images under %s with extensions %s%s" % (root, " ".join(ns.exts), "" if ns.recursive else " (without --recursive only ROOT itself is searched)")
-        )
+        hint = "" if ns.recursive else " (without --recursive only ROOT itself is searched)"
+        raise UsageError("no images under %s with extensions %s%s" % (root, " ".join(ns.exts), hint))
     if ns.recursive:
         # im2rec.py prints the map; we print it the same way and also keep it.
         print(format_label_map(listing.label_dirs), end="")
     storage.write_bytes(labels_name(prefix), encode_text(format_label_map(listing.label_dirs)))
-    for path, entries in split_lists(shuffled(listing.entries, ns.shuffle), prefix, ns.chunks, ns.train_ratio, ns.test_ratio):
+    ordered = shuffled(listing.entries, ns.shuffle)
+    for path, entries in split_lists(ordered, prefix, ns.chunks, ns.train_ratio, ns.test_ratio):
         kept = []
         for e in entries:
             if unlistable(e.relpath):
-                print("skipped: %r: a tab or line break in the name cannot be written to a .lst" % e.relpath, file=sys.stderr)
+                print("skipped: %r: a tab or line break in the name cannot be in a .lst" % e.relpath, file=sys.stderr)
             else:
                 kept.append(e)
         storage.write_bytes(path, encode_text(format_lst(kept)))
@@ -290,6 +294,9 @@ def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int
         max_pixels=ns.max_pixels,
     )
     threads = ns.read_threads or (S3_READ_THREADS if storage.is_s3(root) else 1)
+    max_lines = ns.fragment_lines or MAX_FRAGMENT_LINES
+    fragments = [f for lst in lists for f in plan_fragments(lst, ns.num_thread, max_lines)]
+    opts, runner = pipeline_options(beam_flags(beam_args, ns.num_thread), len(fragments))
     work_root = storage.join(working_dir, WORK_MARK + uuid.uuid4().hex[:12])
     if not storage.is_s3(work_root):
         try:
@@ -298,8 +305,6 @@ def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int
             raise UsageError("cannot write in %s: %s" % (working_dir, exc.strerror or exc)) from None
     for lst in lists:
         print("Creating .rec file from", lst, "in", working_dir)
-    fragments = [f for lst in lists for f in plan_fragments(lst, ns.num_thread, ns.fragment_lines or MAX_FRAGMENT_LINES)]
-    opts, runner = pipeline_options(beam_flags(beam_args, ns.num_thread), len(fragments))
     try:
         p = beam.Pipeline(runner=runner, options=opts)
         _ = (
@@ -326,11 +331,9 @@ def report(summaries: list[dict]) -> int:
         if s["errors"]:
             for line in storage.read_text(s["errors"]).splitlines():
                 e = json.loads(line)
-                where = "%s line %d" % (e["lst"], e["line"])
-                print(
-                    "skipped %s%s: %s%s" % (where, " (%s)" % e["path"] if e["path"] else "", e["reason"], ": " + e["detail"] if e["detail"] else ""),
-                    file=sys.stderr,
-                )
+                path = " (%s)" % e["path"] if e["path"] else ""
+                detail = ": " + e["detail"] if e["detail"] else ""
+                print("skipped %s line %d%s: %s%s" % (e["lst"], e["line"], path, e["reason"], detail), file=sys.stderr)
     for s in summaries:
         line = "%s: %d records, %d bytes; %s" % (s["rec"], s["records"], s["bytes"], s["idx"])
         if s["skipped"]:
@@ -360,7 +363,7 @@ def run(argv: list[str] | None = None) -> int:
         s3.configure(s3_config)
         ns.prefix, ns.root = normalize(ns.prefix), normalize(ns.root)
         return make_lists(ns) if ns.list else make_records(ns, beam_args, s3_config)
-    except (UsageError, OptionsError, storage.StorageError) as exc:
+    except (UsageError, OptionsError, storage.StorageError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
 

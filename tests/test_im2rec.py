@@ -134,7 +134,8 @@ def decode_records(folder: Path, name: str) -> list[tuple[tuple, np.ndarray]]:
     with open(folder / (name + ".rec"), "rb") as f:
         for rec in recordio.read_records(f):
             header, img = recordio.unpack(rec.payload)
-            out.append(((header.flag, header.label, header.id), cv2.imdecode(np.frombuffer(img, np.uint8), cv2.IMREAD_UNCHANGED)))
+            pixels = cv2.imdecode(np.frombuffer(img, np.uint8), cv2.IMREAD_UNCHANGED)
+            out.append(((header.flag, header.label, header.id), pixels))
     assert [h[2] for h, _ in out] == keys
     return out
 
@@ -188,7 +189,8 @@ def test_bad_images_are_skipped_reported_and_the_rest_matches_im2rec(tree, tmp_p
     out = ours(mine, "b", tree, "--pass-through", "--num-thread", "2", "--fragment-lines", "2")
     errors = [json.loads(line) for line in (mine / "b.errors.jsonl").read_text().splitlines()]
     assert [(e["line"], e["reason"]) for e in errors] == [
-        (2, "truncated"), (4, "missing"), (5, "empty_file"), (6, "bad_lst_line"), (7, "bad_header_value"), (9, "bad_lst_line")
+        (2, "truncated"), (4, "missing"), (5, "empty_file"),
+        (6, "bad_lst_line"), (7, "bad_header_value"), (9, "bad_lst_line"),
     ]
     skipped = [line for line in out.stderr.splitlines() if line.startswith("skipped ")]
     assert [int(re.search(r"b\.lst line (\d+)", s).group(1)) for s in skipped] == [2, 4, 5, 6, 7, 9], out.stderr
@@ -240,7 +242,8 @@ def test_walk_order_key_reproduces_os_walk_order(tree):
     flat = sorted((p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()), reverse=True)
     # ... and the flat listing an s3:// prefix gives is put back into it, labels included.
     assert listing_from_paths(flat, True, (".jpeg", ".jpg", ".png")) == listing
-    assert sorted(["b/x.jpg", "a.jpg", "b/c/y.jpg", "b/a.jpg"], key=walk_order_key) == ["a.jpg", "b/a.jpg", "b/x.jpg", "b/c/y.jpg"]
+    order = sorted(["b/x.jpg", "a.jpg", "b/c/y.jpg", "b/a.jpg"], key=walk_order_key)
+    assert order == ["a.jpg", "b/a.jpg", "b/x.jpg", "b/c/y.jpg"]
 
 
 def test_split_lists_slices_like_make_list():
@@ -313,7 +316,9 @@ def test_pack_list_stage_keeps_list_order_across_fragments(tree, tmp_path):
             equal_to([(7, 0, str(tmp_path / "s.rec"))]),
         )
     expected = b"".join(
-        b"".join(recordio.frame(recordio.pack(float(i), 100 - i, (tree / rel).read_bytes()))) for i, rel in enumerate(rels)
+        piece
+        for i, rel in enumerate(rels)
+        for piece in recordio.frame(recordio.pack(float(i), 100 - i, (tree / rel).read_bytes()))
     )
     assert (tmp_path / "s.rec").read_bytes() == expected
     offsets = [off for _, off in recordio.parse_idx((tmp_path / "s.idx").read_text())]

@@ -174,7 +174,9 @@ def concat_fragments(lst: str, fragments: list[dict], work_root: str) -> dict:
                     rec_out.write(block)
                     copied += len(block)
             if copied != s["bytes"]:
-                raise RuntimeError("%s fragment %d: %d bytes read back, %d written" % (lst, s["index"], copied, s["bytes"]))
+                raise RuntimeError(
+                    "%s fragment %d: %d bytes read back, %d written" % (lst, s["index"], copied, s["bytes"])
+                )
             entries = recordio.parse_idx(storage.read_text(fragment_path(work_root, lst, s["index"], "idx")))
             idx_out.write("".join(recordio.format_idx_line(k, base + off) for k, off in entries).encode("utf-8"))
             base += copied
