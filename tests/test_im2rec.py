@@ -325,3 +325,25 @@ def test_pack_list_stage_keeps_list_order_across_fragments(tree, tmp_path):
     with open(tmp_path / "s.rec", "rb") as f:
         assert [r.offset for r in recordio.read_records(f)] == offsets
     assert not os.path.exists(tmp_path / "s.errors.jsonl")
+
+
+def test_fragments_concatenate_in_order_and_a_retried_concat_returns_the_first_result(tree, tmp_path):
+    from transforms.pack_list import concat_fragments, plan_fragments, write_fragment
+
+    rels = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.png"))
+    lst = tmp_path / "r.lst"
+    write_lst(lst, [(i, "1.000000", rel) for i, rel in enumerate(rels)] + [(9, "1.000000", "gone.png")])
+    settings = PackSettings(root=str(tree), pass_through=True)
+    work = str(tmp_path / "work")
+    fragments = plan_fragments(str(lst), workers=1, max_lines=2)
+    assert len(fragments) == 4
+    # Fragments may finish in any order.
+    summaries = [write_fragment(f, settings, work, threads=2) for f in reversed(fragments)]
+    first = concat_fragments(str(lst), summaries, work)
+    assert (first["records"], first["skipped"]) == (len(rels), 1)
+    assert not list((tmp_path / "work").rglob("fragment-*")), "fragments not freed after the concatenation"
+    assert concat_fragments(str(lst), summaries, work) == first
+    with open(tmp_path / "r.rec", "rb") as f:
+        ids = [recordio.unpack(r.payload)[0].id for r in recordio.read_records(f)]
+    assert ids == list(range(len(rels)))
+    assert json.loads((tmp_path / "r.errors.jsonl").read_text())["path"] == "gone.png"

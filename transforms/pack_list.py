@@ -153,7 +153,13 @@ def write_fragment(fragment: Fragment, settings: PackSettings, work_root: str, t
 
 
 def concat_fragments(lst: str, fragments: list[dict], work_root: str) -> dict:
-    """Join a list's fragments, in order, into its ``.rec`` and ``.idx`` (offsets shifted) and errors file."""
+    """Join a list's fragments, in order, into its ``.rec`` and ``.idx`` (offsets shifted) and errors file.
+
+    The completion record is written before the fragments are deleted, and a
+    retry that finds it returns it: a retried call never needs the deleted fragments.
+    """
+    if storage.exists(done_path(work_root, lst)):
+        return json.loads(storage.read_text(done_path(work_root, lst)))
     fragments = sorted(fragments, key=lambda s: s["index"])
     expected = fragments[0]["count"] if fragments else 0
     if [s["index"] for s in fragments] != list(range(expected)):
@@ -188,9 +194,6 @@ def concat_fragments(lst: str, fragments: list[dict], work_root: str) -> dict:
                 err_out.write(storage.read_bytes(fragment_path(work_root, lst, s["index"], "errors.jsonl")))
     else:
         storage.delete(err)  # a stale report from an earlier run would mislead
-    for s in fragments:
-        for ext in ("rec", "idx", "errors.jsonl"):
-            storage.delete(fragment_path(work_root, lst, s["index"], ext))
     summary = {
         "lst": lst,
         "rec": rec,
@@ -201,6 +204,10 @@ def concat_fragments(lst: str, fragments: list[dict], work_root: str) -> dict:
         "bytes": total,
     }
     storage.write_text(done_path(work_root, lst), json.dumps(summary, ensure_ascii=False))
+    # Free the space now rather than when the launcher removes the work folder.
+    for s in fragments:
+        for ext in ("rec", "idx", "errors.jsonl"):
+            storage.delete(fragment_path(work_root, lst, s["index"], ext))
     return summary
 
 
