@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from .s3util import free_port
+from .s3util import Iam, free_port
 
 # Fake credentials for the server; also stops boto3 from looking at the host's profile or instance metadata.
 FAKE_AWS_ENV = {
@@ -117,3 +117,13 @@ def s3_storage(moto_endpoint):
     s3.configure(S3Settings(endpoint_url=moto_endpoint))
     yield s3
     s3.configure(None)
+
+
+@pytest.fixture
+def iam(moto_endpoint):
+    """Make IAM users, then ``iam.enforce()``: the server checks every request until the test ends."""
+    helper = Iam(moto_endpoint)
+    try:
+        yield helper
+    finally:
+        helper.relax()

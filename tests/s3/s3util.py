@@ -32,3 +32,43 @@ def download_tree(client, bucket: str, prefix: str) -> dict[str, bytes]:
         for obj in page.get("Contents", ()):
             out[obj["Key"][len(prefix):]] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
     return out
+
+
+class Iam:
+    """IAM users on the moto server, and the switch that makes the server enforce their policies.
+
+    moto accepts any request until told (``POST /moto-api/reset-auth``) to authenticate and
+    authorise every request from then on; ``relax`` turns that off again.
+    """
+
+    def __init__(self, endpoint: str):
+        import boto3
+
+        self._endpoint = endpoint
+        self._iam = boto3.session.Session().client("iam", endpoint_url=endpoint, region_name="us-east-1")
+
+    def user(self, policy: dict) -> dict[str, str]:
+        """A new user allowed exactly ``policy``; returns its credentials as environment variables."""
+        import json
+        import uuid
+
+        name = "user-%s" % uuid.uuid4().hex[:8]
+        self._iam.create_user(UserName=name)
+        self._iam.put_user_policy(UserName=name, PolicyName="job", PolicyDocument=json.dumps(policy))
+        key = self._iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+    def _set_unauthenticated_requests(self, count: str) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(
+            self._endpoint + "/moto-api/reset-auth", data=count.encode(), method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def enforce(self) -> None:
+        self._set_unauthenticated_requests("0")
+
+    def relax(self) -> None:
+        self._set_unauthenticated_requests("inf")

@@ -166,34 +166,14 @@ def test_bad_endpoint_and_sse_flags_are_refused_up_front(tmp_path, capsys):
 
 
 @pytest.fixture
-def list_only_credentials(moto_endpoint):
-    """Credentials of an IAM user who may list buckets but not read objects, with the server enforcing IAM.
+def list_only_credentials(iam):
+    """Credentials of a user who may list buckets but not read objects, with the server enforcing IAM.
 
     Listing happens on the launcher, reading only in the workers: the refusal is raised inside Beam.
     """
-    import urllib.request
-
-    import boto3
-
-    iam = boto3.session.Session().client("iam", endpoint_url=moto_endpoint, region_name="us-east-1")
-    user = "lister-%s" % uuid.uuid4().hex[:8]
-    iam.create_user(UserName=user)
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "*"}]}
-    iam.put_user_policy(UserName=user, PolicyName="list-only", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
-
-    def set_auth(count: str):
-        request = urllib.request.Request(
-            moto_endpoint + "/moto-api/reset-auth", data=count.encode(), method="POST",
-            headers={"Content-Type": "text/plain"},
-        )
-        urllib.request.urlopen(request, timeout=10).close()
-
-    set_auth("0")  # from now on every request is authenticated and authorised
-    try:
-        yield {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
-    finally:
-        set_auth("inf")
+    env = iam.user({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]})
+    iam.enforce()
+    return env
 
 
 @pytest.mark.parametrize("mode", ["in_process", "worker_processes"])

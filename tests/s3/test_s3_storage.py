@@ -220,3 +220,19 @@ def test_settings_changes_take_effect_and_client_is_per_process(moto_endpoint):
         assert s3.client() is not first and s3.client().meta.region_name == "us-west-2"
     finally:
         s3.configure(None)
+
+
+def test_missing_credentials_are_one_clear_line(moto_endpoint, monkeypatch):
+    from imgrec import s3
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    s3.configure(S3Settings(endpoint_url=moto_endpoint, region="us-east-2"))  # a new client: a new credential lookup
+    try:
+        with pytest.raises(storage.StorageError) as info:
+            storage.list_top("s3://some-bucket/photos/")
+    finally:
+        s3.configure(None)
+    message = str(info.value)
+    assert message.startswith("no AWS credentials found (needed to list s3://some-bucket/photos/)")
+    assert "instance role" in message and "\n" not in message
