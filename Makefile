@@ -12,6 +12,11 @@ PIP_QUIET ?= -q
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_QUIET) -e .
+	touch $@
+
+# Test-only extras (pytest, moto's S3 server, Dask, Pillow) on top of the runtime.
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
 	touch $@
 
@@ -35,7 +40,7 @@ envs: $(MX_VENV)/.installed $(DALI_VENV)/.installed
 sample: install
 	$(VENV)/bin/python -m pipeline.run --input sample/photos --output out/sample --overwrite
 
-test: install envs
+test: $(VENV)/.test-installed envs
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: install $(MX_VENV)/.installed
