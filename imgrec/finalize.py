@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
-from imgrec import storage
+from imgrec import findings, storage
 from imgrec.errors import ErrorRecord, from_json, to_jsonl
-from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, SUMMARY, WORK, Layout
+from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, REPORT, SAGEMAKER, SINGLE, SUMMARY, WORK, Layout
 from imgrec.errors import STAGE_LIST
 from imgrec.options import ConvertOptions, error_limit
+from imgrec.labels import decode_label
 from imgrec.planning import SPLITS
+from imgrec.sagemaker import sagemaker_document
 
 MANIFEST_VERSION = 1
 # Marks a folder as this tool's output, so a re-run after a crash (no manifest yet)
 # is told apart from a folder of someone else's files.
 OWNER_MARK = ".imgrec-output"
 PLAN = WORK + "/plan.json"
+# --single-file: local shards are streamed into the single file in blocks of this size.
+COPY_BUFFER = 8 << 20
 
 
 class OutputError(RuntimeError):
@@ -84,19 +89,42 @@ def _load_json(uri: str, what: str):
         raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
 
 
-def finalize(options: ConvertOptions, classes: list[str], root_errors: list[ErrorRecord], extra: dict) -> dict:
+def finalize(
+    options: ConvertOptions,
+    classes: list[str],
+    root_errors: list[ErrorRecord],
+    extra: dict,
+    listed_classes: list[int] | None = None,
+) -> dict:
+    """Assemble the output; ``listed_classes`` are the class folders listed (default: every class)."""
     out = options.output
     layout = layout_for(options)
 
-    # Listing records: one per class.
+    # Listing records: one per class folder.
     errors: list[ErrorRecord] = list(root_errors)
     ignored = 0
     listed = 0
-    for index, _ in enumerate(classes):
+    for index in range(len(classes)) if listed_classes is None else listed_classes:
         rec = _load_json(storage.join(out, layout.listing_record(index)), "listing of class %d" % index)
         errors.extend(from_json(e) for e in rec["errors"])
         ignored += rec["ignored_non_image"]
         listed += rec["images"]
+    report_counts, report_items = None, []
+    if findings.expected(options):
+        try:
+            report_counts, report_items = findings.read_report(out)
+        except FileNotFoundError:
+            raise IncompleteError("the report fragments under %s/%s are missing: the job did not finish"
+                                  % (out, findings.REPORT_DIR)) from None
+        errors.extend(findings.to_error(i) for i in report_items if i["kind"] == findings.ERROR)
+        if options.labels:
+            listed = report_counts.get(findings.LABELLED, 0)
+            ignored = report_counts.get(findings.IGNORED, 0)
+    if listed == 0 and options.labels:
+        raise OutputError(
+            "none of the images listed in %s was found under %s (%d missing or unusable, see the report): "
+            "nothing to convert" % (options.labels, options.input, len(errors))
+        )
     if listed == 0:
         raise OutputError(
             "no images found under %s (extensions %s; %d other files ignored, %d unusable): nothing to convert"
@@ -106,6 +134,7 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
 
     splits_doc: dict[str, Any] = {}
     class_counts: dict[str, dict[str, int]] = {}
+    edges: dict[int, int] = {}  # shorter edge of the stored images -> count
     for split in SPLITS:
         if split not in plan["splits"]:
             continue
@@ -128,10 +157,13 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
             errors.extend(from_json(e) for e in rec["errors"])
             lst_parts.extend(rec["lst"])
             for line, offset in zip(rec["lst"], rec["offsets"]):
-                record_id, label = line.split("\t", 2)[:2]
-                merged.append("%s\t%d\n" % (record_id, base + offset))
-                name = classes[int(float(label))]
-                counts[name] = counts.get(name, 0) + 1
+                fields = line.rstrip("\n").split("\t")
+                merged.append("%s\t%d\n" % (fields[0], base + offset))
+                for class_id in decode_label([float(v) for v in fields[1:-1]], options.label_format, options.label_pad):
+                    name = classes[class_id]
+                    counts[name] = counts.get(name, 0) + 1
+            for edge, n in rec.get("shorter_edges", {}).items():
+                edges[int(edge)] = edges.get(int(edge), 0) + n
             base += rec["bytes"]
             records += rec["records"]
             shard_docs.append(
@@ -146,11 +178,19 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
             "merged_idx": layout.merged_idx(split),
             "shards": shard_docs,
         }
+        if options.single_file:
+            splits_doc[split]["single_file"] = write_single_file(out, layout, split, shard_docs, "".join(merged))
 
     storage.write_text(
         storage.join(out, CLASSES_JSON), json.dumps({name: i for i, name in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n"
     )
     storage.write_text(storage.join(out, LABELS_TXT), "".join(name + "\n" for name in classes))
+    if report_counts is not None:
+        storage.write_text(storage.join(out, REPORT), findings.to_jsonl(report_items))
+    sagemaker_doc = sagemaker_document(
+        out, len(classes), splits_doc, options.label_format, options.label_width, edges, options.encode.color
+    )
+    storage.write_text(storage.join(out, SAGEMAKER), json.dumps(sagemaker_doc, indent=2) + "\n")
     errors.sort(key=lambda e: (e.path, e.stage, e.reason))
     storage.write_text(storage.join(out, ERRORS), to_jsonl(errors))
     inputs = listed + sum(1 for e in errors if e.stage == STAGE_LIST)
@@ -178,11 +218,22 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
         "errors_file": ERRORS,
         "classes_file": CLASSES_JSON,
         "labels_file": LABELS_TXT,
+        "labels": {
+            "source": options.labels or "folders",
+            "format": options.label_format or "single",
+            "width": options.label_width if options.label_format else 1,
+            **({"pad": options.label_pad} if options.label_format == "class-ids" else {}),
+        },
+        **({"report_file": REPORT, "report_counts": report_counts} if report_counts is not None else {}),
+        "sagemaker_file": SAGEMAKER,
+        "sagemaker": sagemaker_doc,
         "identity": dataset_identity(options),
         "options": options.to_json(),
         **extra,
     }
     _remove_stale(out, layout, splits_doc)
+    if report_counts is None:
+        storage.delete(storage.join(out, REPORT))  # from an earlier run with --labels or --check-duplicates
     from imgrec.summary import render_summary
 
     summary = render_summary(manifest)
@@ -196,6 +247,33 @@ def finalize(options: ConvertOptions, classes: list[str], root_errors: list[Erro
     return manifest
 
 
+def write_single_file(out: str, layout: Layout, split: str, shard_docs: list[dict], merged_idx: str) -> dict:
+    """``--single-file``: the split's shards concatenated into one .rec, and the merged index as its .idx.
+
+    On S3 the shards are copied server-side (``imgrec.s3.concatenate``);
+    locally they are streamed into the new file.
+    """
+    rec_rel, idx_rel = layout.single_rec(split), layout.single_idx(split)
+    dest = storage.join(out, rec_rel)
+    sources = [(storage.join(out, s["rec"]), s["bytes"]) for s in shard_docs]
+    if storage.is_s3(out):
+        from imgrec import s3
+
+        s3.concatenate(dest, sources)
+    else:
+        with storage.atomic_writer(dest) as f:
+            for uri, _ in sources:
+                with storage.open_read(uri) as src:
+                    shutil.copyfileobj(src, f, COPY_BUFFER)
+    storage.write_text(storage.join(out, idx_rel), merged_idx)
+    return {
+        "rec": rec_rel,
+        "idx": idx_rel,
+        "records": sum(s["records"] for s in shard_docs),
+        "bytes": sum(s["bytes"] for s in shard_docs),
+    }
+
+
 def _remove_stale(out: str, layout: Layout, splits_doc: dict) -> None:
     """Delete shard files of an earlier dataset that this manifest does not list."""
     keep = set()
@@ -203,11 +281,13 @@ def _remove_stale(out: str, layout: Layout, splits_doc: dict) -> None:
         for s in doc["shards"]:
             keep.update((s["rec"], s["idx"]))
         keep.update((doc["lst"], doc["merged_idx"]))
+        if doc.get("single_file"):
+            keep.update((doc["single_file"]["rec"], doc["single_file"]["idx"]))
     for rel in storage.list_recursive(out):
         top = rel.split("/", 1)[0]
         if rel in keep or rel.startswith(WORK + "/"):
             continue
-        if top in SPLITS or top in ("idx", "lists"):
+        if top in SPLITS or top in ("idx", "lists", SINGLE):
             if rel.endswith((".rec", ".idx", ".lst")) or storage.is_temp_name(rel):
                 storage.delete(storage.join(out, rel))
 

@@ -9,6 +9,10 @@
     OUT/errors.jsonl                         every skipped input and why
     OUT/manifest.json                        written last: its presence means complete
     OUT/summary.txt
+    OUT/report.jsonl                         with --labels or --check-duplicates: missing, unlisted, duplicates, conflicts
+    OUT/sagemaker.json                       channels and hyperparameters for SageMaker's image classification
+    OUT/single/train/data.rec                with --single-file: the shards of a split in one file (its own channel)
+    OUT/single/idx/train/data.idx            (or beside the .rec with --idx-beside-rec)
     OUT/_work/                               completion records and listings (kept for --resume)
 """
 
@@ -23,6 +27,9 @@ CLASSES_JSON = "classes.json"
 LABELS_TXT = "labels.txt"
 ERRORS = "errors.jsonl"
 SUMMARY = "summary.txt"
+REPORT = "report.jsonl"
+SAGEMAKER = "sagemaker.json"
+SINGLE = "single"
 WORK = "_work"
 
 
@@ -40,6 +47,13 @@ class Layout:
 
     def merged_idx(self, split: str) -> str:
         return "idx/%s-merged.idx" % split
+
+    def single_rec(self, split: str) -> str:
+        return "%s/%s/%s.rec" % (SINGLE, split, self.name)
+
+    def single_idx(self, split: str) -> str:
+        folder = "%s/%s" % (SINGLE, split) if self.idx_beside_rec else "%s/idx/%s" % (SINGLE, split)
+        return "%s/%s.idx" % (folder, self.name)
 
     def lst(self, split: str) -> str:
         return "lists/%s.lst" % split

@@ -45,7 +45,7 @@ class Opt:
 
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt(("--input",), "input", "input", "Folder (or s3:// prefix) whose top-level sub-folders are the classes.",
+    Opt(("--input",), "input", "input", "Folder (or s3:// prefix) whose top-level sub-folders are the classes (or whose images --labels names).",
         example="--input ./photos"),
     Opt(("--exts",), "exts", "input", "Image file extensions to take, comma-separated, case-insensitive.",
         default=".jpg,.jpeg,.png", example="--exts .jpg,.png,.webp"),
@@ -68,6 +68,51 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--split-seed",), "split_seed", "split",
         "Salt of the path hash that decides each image's split, shard and order.",
         default="0", example="--split-seed 2024"),
+    Opt(("--labels",), "labels", "split",
+        "Label file (local or s3://) naming images under --input and their labels: an im2rec .lst, a CSV "
+        "(path,label or path,label1;label2), JSON Lines ({\"path\": ..., \"labels\": [...]}) or a SageMaker "
+        "Ground Truth manifest (.manifest). Without it, each top-level folder of --input is a class.",
+        default="", example="--labels labels.csv"),
+    Opt(("--labels-format",), "labels_format", "split",
+        "Format of --labels when its extension does not tell (.lst, .csv, .jsonl, .manifest).",
+        default="", choices=("lst", "csv", "jsonl", "manifest"), example="--labels-format csv"),
+    Opt(("--labels-as",), "labels_as", "split",
+        "How the label values in --labels are read: class names, class ids (whole numbers; negative = padding) "
+        "or multi-hot 0/1 vectors. 'auto': .lst and manifests give ids, CSV/JSON Lines give ids when all labels "
+        "are whole numbers, else names; a manifest list is multi-hot unless its metadata says multilabel.",
+        default="auto", choices=("auto", "names", "class-ids", "multi-hot"), example="--labels-as names"),
+    Opt(("--label-attribute",), "label_attribute", "split",
+        "The label attribute of a Ground Truth manifest; none = the one attribute beside source-ref.",
+        default="", example="--label-attribute my-labelling-job"),
+    Opt(("--label-format",), "label_format", "split",
+        "Write multi-label records: labels as a float32 vector (IRHeader flag = its width). 'multi-hot': one 0/1 "
+        "per class (SageMaker's multi_label=1 layout); 'class-ids': the image's class ids padded to --label-width. "
+        "Default: one scalar label per image.",
+        default="", choices=("multi-hot", "class-ids"), example="--label-format multi-hot"),
+    Opt(("--label-width",), "label_width", "split",
+        "Vector width of --label-format class-ids (0 = the most labels any image has). Readers need it: "
+        "ImageRecordIter(label_width=...).",
+        default=0, type=int, example="--label-width 5"),
+    Opt(("--label-pad",), "label_pad", "split", "Value that pads --label-format class-ids vectors to their width.",
+        default=-1.0, type=float, example="--label-pad -1"),
+    Opt(("--class-map",), "class_map", "split",
+        "Pin class ids: a previous run's classes.json or labels.txt (or a JSON list of names). A class not in it "
+        "is an error unless --allow-new-classes.",
+        default="", example="--class-map old/classes.json"),
+    Opt(("--allow-new-classes",), "allow_new_classes", "split",
+        "Classes missing from --class-map get the next ids after the map's, in sorted order.",
+        default=False, type=None, action="store_true", example="--allow-new-classes"),
+    Opt(("--stratify",), "stratify", "split",
+        "Give each class (each label set, for multi-label) every split's share to within one image, still "
+        "decided by the path hash.",
+        default=False, type=None, action="store_true", example="--stratify"),
+    Opt(("--check-duplicates",), "check_duplicates", "split",
+        "Read every image once more during planning to hash its content: identical files go to the same split, "
+        "duplicates and label conflicts are listed in report.jsonl.",
+        default=False, type=None, action="store_true", example="--check-duplicates"),
+    Opt(("--dedup",), "dedup", "split",
+        "Like --check-duplicates, and keep only one file (the first path) of each set of identical files.",
+        default=False, type=None, action="store_true", example="--dedup"),
     Opt(("--pass-through",), "pass_through", "encoding",
         "Store the original file bytes unchanged (the default unless an encoding option is given).",
         default=None, type=None, action="store_true", example="--pass-through"),
@@ -98,6 +143,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--resume",), "resume", "output",
         "After a crash: keep the shards already complete and verified (sha256) and redo only the rest.",
         default=False, type=None, action="store_true", example="--resume"),
+    Opt(("--single-file",), "single_file", "output",
+        "Also write one .rec (and .idx) per split, the shards concatenated, under OUT/single/ (on S3 by "
+        "server-side copy): SageMaker's documentation asks for one .rec per channel.",
+        default=False, type=None, action="store_true", example="--single-file"),
     Opt(("--s3-endpoint-url",), "s3_endpoint_url", "s3",
         "Endpoint of an S3-compatible store (MinIO, Ceph, ...); the environment variable AWS_ENDPOINT_URL_S3 "
         "is used when this is not given. Credentials come only from boto3's standard chain.",
@@ -124,6 +173,10 @@ OPTIONS: tuple[Opt, ...] = (
         "For scheduled runs: no progress line and no summary on the terminal, only warnings and errors "
         "(summary.txt is still written).",
         default=False, type=None, action="store_true", example="--quiet"),
+    Opt(("--dry-run",), "dry_run", "runner",
+        "List, label and split without encoding or writing: print counts per class and split, the class "
+        "imbalance, the shard count and the estimated output size. --output is optional.",
+        default=False, type=None, action="store_true", example="--dry-run"),
 )
 
 
@@ -263,11 +316,27 @@ class ConvertOptions:
     max_errors: float = -1.0  # -1 = no limit; >= 1 a count; (0, 1) a fraction of all inputs
     resume: bool = False
     s3: S3Settings = field(default_factory=S3Settings)
+    labels: str = ""  # label file; "" = class folders
+    labels_format: str = ""
+    labels_as: str = "auto"
+    label_attribute: str = ""
+    label_format: str = ""  # "" (one scalar label), "multi-hot" or "class-ids"
+    label_width: int = 0  # vector width; resolved by the launcher once the classes are known
+    label_pad: float = -1.0
+    class_map: str = ""
+    allow_new_classes: bool = False
+    stratify: bool = False
+    check_duplicates: bool = False  # implied by dedup
+    dedup: bool = False
+    single_file: bool = False
+    dry_run: bool = False
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The options that decide the output bytes (what makes two datasets 'the same')."""
         d = self.to_json()
-        for volatile in ("overwrite", "threads", "output", "s3", "max_errors", "resume"):
+        # class_map/allow_new_classes act through the labels they give (in every shard's digest).
+        for volatile in ("overwrite", "threads", "output", "s3", "max_errors", "resume", "class_map",
+                         "allow_new_classes", "single_file", "dry_run"):
             d.pop(volatile, None)
         return d
 
@@ -283,7 +352,8 @@ _SAFE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 def from_args(ns: argparse.Namespace) -> ConvertOptions:
     if not ns.input:
         raise OptionsError("--input is required (a folder of class folders, or an s3:// prefix)")
-    if not ns.output:
+    dry_run = bool(getattr(ns, "dry_run", False))
+    if not ns.output and not dry_run:
         raise OptionsError("--output is required (a folder or an s3:// prefix)")
     try:
         ratios = SplitRatios(ns.train_ratio, ns.val_ratio, ns.test_ratio)
@@ -319,9 +389,10 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         raise OptionsError(
             "--name %r: use letters, digits, '.', '_' and '-' only (it becomes part of file names)" % ns.name
         )
-    if os.path.normpath(ns.input.rstrip("/")) == os.path.normpath(ns.output.rstrip("/")):
+    if ns.output and os.path.normpath(ns.input.rstrip("/")) == os.path.normpath(ns.output.rstrip("/")):
         raise OptionsError("--output must not be the --input folder")
     s3 = s3_settings(ns)
+    label_fields = label_options(ns)
     return ConvertOptions(
         input=ns.input,
         output=ns.output,
@@ -347,7 +418,49 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         max_errors=parse_max_errors(ns.max_errors),
         resume=bool(ns.resume),
         s3=s3,
+        single_file=bool(getattr(ns, "single_file", False)),
+        dry_run=dry_run,
+        **label_fields,
     )
+
+
+def label_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """The validated label, class-map, stratify and duplicate options, as ConvertOptions fields."""
+    labels = getattr(ns, "labels", "") or ""
+    for flag, dest, default in (("--labels-format", "labels_format", ""), ("--labels-as", "labels_as", "auto"),
+                                ("--label-attribute", "label_attribute", "")):
+        if not labels and (getattr(ns, dest, default) or default) != default:
+            raise OptionsError("%s describes --labels FILE, which is not given" % flag)
+    label_format = getattr(ns, "label_format", "") or ""
+    width = getattr(ns, "label_width", 0) or 0
+    pad = float(getattr(ns, "label_pad", -1.0))
+    if width < 0:
+        raise OptionsError("--label-width must be 0 (automatic) or more, got %d" % width)
+    if not label_format and (width or pad != -1.0):
+        raise OptionsError("--label-width and --label-pad shape multi-label records: give --label-format too")
+    if label_format == "multi-hot" and pad != -1.0:
+        raise OptionsError("--label-pad pads class-ids vectors; multi-hot vectors need no padding")
+    if label_format == "class-ids" and pad >= 0 and pad == int(pad):
+        raise OptionsError("--label-pad %g could be read as a class id: use a negative value such as -1" % pad)
+    class_map = getattr(ns, "class_map", "") or ""
+    allow_new = bool(getattr(ns, "allow_new_classes", False))
+    if allow_new and not class_map:
+        raise OptionsError("--allow-new-classes extends --class-map FILE, which is not given")
+    dedup = bool(getattr(ns, "dedup", False))
+    return {
+        "labels": labels,
+        "labels_format": getattr(ns, "labels_format", "") or "",
+        "labels_as": getattr(ns, "labels_as", "auto") or "auto",
+        "label_attribute": getattr(ns, "label_attribute", "") or "",
+        "label_format": label_format,
+        "label_width": width,
+        "label_pad": pad,
+        "class_map": class_map,
+        "allow_new_classes": allow_new,
+        "stratify": bool(getattr(ns, "stratify", False)),
+        "check_duplicates": dedup or bool(getattr(ns, "check_duplicates", False)),
+        "dedup": dedup,
+    }
 
 
 def s3_settings(ns: argparse.Namespace) -> S3Settings:

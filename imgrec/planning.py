@@ -8,8 +8,10 @@ makes the same plan.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 SPLITS = ("train", "validation", "test")
@@ -115,6 +117,10 @@ def assign_shard(key: int, split: str, ratios: SplitRatios, shards: int) -> int:
     sort; the shard of an image depends only on its key and the shard count.
     """
     lo, hi = split_range(split, ratios)
+    if not lo <= key < hi:
+        # --stratify moved this image out of its key's split: spread such images over the
+        # whole key space instead (never happens without --stratify).
+        return key * shards >> 64
     return min(shards - 1, (key - lo) * shards // (hi - lo))
 
 
@@ -156,3 +162,80 @@ def plan_shard_counts(
 def classes_from_dirs(names: Sequence[str]) -> list[str]:
     """Class names in label order: sorted top-level folder names."""
     return sorted(names)
+
+
+# ---------------------------------------------------------------- stratified splits (--stratify)
+#
+# Each class (a stratum; for multi-label data, each distinct label set) is cut
+# into splits by the rank of its images' keys: the lowest-keyed images go to
+# train, then validation, then test, in counts that are each the floor or the
+# ceiling of ratio x class size. Among the counts that meet that quota, the
+# ones closest to the plain hash split are taken, so an image leaves its hash
+# split only when the quota needs it to (see docs/labels.md for the guarantee).
+
+# The top bits of a key that cut a stratum's key range into buckets: --stratify
+# orders each bucket in memory (a class of n images gives buckets of ~n/1024).
+STRATIFY_BUCKET_BITS = 10
+
+
+def stratify_bucket(key: int) -> int:
+    return key >> (64 - STRATIFY_BUCKET_BITS)
+
+
+def _exact(ratio: float) -> Fraction:
+    # 0.7 is 0.6999999999999999556 as a float: 0.7 x 10 must be 7, not 6.99.
+    return Fraction(ratio).limit_denominator(1_000_000)
+
+
+def quota_counts(n: int, natural: Mapping[str, int], ratios: SplitRatios) -> dict[str, int]:
+    """How many of a stratum's ``n`` images each active split gets under ``--stratify``.
+
+    Every count is floor or ceil of ratio x n (within one image of its target)
+    and they add up to n. Of those choices, the one whose cut points lie
+    closest to the hash split's (``natural`` counts) is taken: it moves the
+    fewest images away from their hash split. Ties go to the lexically
+    smallest counts, so the choice is deterministic.
+    """
+    active = ratios.active()
+    targets = [_exact(getattr(ratios, s)) * n for s in active]
+    targets[-1] = n - sum(targets[:-1])
+    options = [sorted({math.floor(t), math.ceil(t)}) for t in targets]
+    natural_cuts = list(itertools.accumulate(natural.get(s, 0) for s in active))
+    best = None
+    for counts in itertools.product(*options):
+        if sum(counts) != n or min(counts) < 0:
+            continue
+        cuts = list(itertools.accumulate(counts))
+        cost = sum(abs(c - nc) for c, nc in zip(cuts[:-1], natural_cuts[:-1]))
+        candidate = (cost, counts)
+        if best is None or candidate < best:
+            best = candidate
+    assert best is not None, "floor/ceil quotas always admit a total of n"
+    return dict(zip(active, best[1]))
+
+
+def split_of_rank(rank: int, counts: Mapping[str, int], ratios: SplitRatios) -> str:
+    """The split of the image at ``rank`` (0 = lowest key) of its stratum, given the stratum's split counts."""
+    cut = 0
+    for split in ratios.active():
+        cut += counts[split]
+        if rank < cut:
+            return split
+    raise AssertionError("rank %d beyond the stratum's %d images" % (rank, cut))
+
+
+def stratified_splits(keys: Sequence[tuple[int, str]], ratios: SplitRatios) -> list[str]:
+    """The splits of one stratum's images, given their ``(key, relpath)``: the whole rule in memory.
+
+    The Beam stage (transforms/curate.py) computes the same by buckets of keys.
+    """
+    natural: dict[str, int] = {}
+    for key, _ in keys:
+        split = assign_split(key, ratios)
+        natural[split] = natural.get(split, 0) + 1
+    counts = quota_counts(len(keys), natural, ratios)
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    out = [""] * len(keys)
+    for rank, i in enumerate(order):
+        out[i] = split_of_rank(rank, counts, ratios)
+    return out

@@ -474,3 +474,101 @@ def delete(uri: str) -> None:
     bucket, key = split_uri(uri)
     # Deleting a missing key succeeds in S3, as a missing local file is ignored by storage.delete.
     _call("delete", bucket, key, client().delete_object, Bucket=bucket, Key=key, **_payer())
+
+
+# ---------------------------------------------------------------- server-side concatenation
+
+# S3's multipart limits: every part but the last must be at least 5 MiB, and a copied part at most 5 GiB.
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_COPY_PART = 5 * 1024 * 1024 * 1024
+
+
+def plan_concatenation(sizes: list[int]) -> list[list[tuple[int, int, int]]]:
+    """The parts of an object made of sources of ``sizes``: each part a list of (source, start, end) ranges.
+
+    A part of one range that is large enough is copied server-side
+    (UploadPartCopy); a part of several ranges gathers sources smaller than
+    S3's 5 MiB minimum part size (with the head of the next source to reach
+    it) and is the only data ever read and re-sent.
+    """
+    parts: list[list[tuple[int, int, int]]] = []
+    pending: list[tuple[int, int, int]] = []
+    pending_size = 0
+    last = len(sizes) - 1
+    for i, size in enumerate(sizes):
+        pos = 0
+        if pending:  # top the gathered small sources up to the minimum with this source's head
+            take = min(size, MIN_PART_SIZE - pending_size)
+            if take:
+                pending.append((i, 0, take))
+                pending_size += take
+                pos = take
+            if pending_size >= MIN_PART_SIZE:
+                parts.append(pending)
+                pending, pending_size = [], 0
+        rest = size - pos
+        if rest <= 0:
+            continue
+        if rest >= MIN_PART_SIZE or (i == last and not pending):
+            count = -(-rest // MAX_COPY_PART)
+            step = -(-rest // count)
+            for start in range(pos, size, step):
+                parts.append([(i, start, min(size, start + step))])
+        else:
+            pending.append((i, pos, size))
+            pending_size += rest
+    if pending:
+        parts.append(pending)
+    return parts
+
+
+def concatenate(dest: str, sources: list[tuple[str, int]]) -> None:
+    """Write ``dest`` as the concatenation of the ``(uri, size)`` sources, server-side where S3 allows.
+
+    One multipart upload whose parts are UploadPartCopy ranges of the sources;
+    only sources below the 5 MiB part minimum are read (see
+    ``plan_concatenation``). The upload is aborted on any error, so ``dest``
+    appears complete or not at all.
+    """
+    bucket, key = split_uri(dest)
+    located = [split_uri(uri) for uri, _ in sources]
+    parts = plan_concatenation([size for _, size in sources])
+    if not parts:
+        _call("write", bucket, key, client().put_object, Bucket=bucket, Key=key, Body=b"", **_encryption(), **_payer())
+        return
+    upload = _call("write", bucket, key, client().create_multipart_upload, Bucket=bucket, Key=key,
+                   **_encryption(), **_payer())["UploadId"]
+    done = []
+    try:
+        for number, ranges in enumerate(parts, 1):
+            if len(ranges) == 1 and (ranges[0][2] - ranges[0][1] >= MIN_PART_SIZE or number == len(parts)):
+                i, start, end = ranges[0]
+                src_bucket, src_key = located[i]
+                response = _call(
+                    "write", bucket, key, client().upload_part_copy, Bucket=bucket, Key=key, UploadId=upload,
+                    PartNumber=number, CopySource={"Bucket": src_bucket, "Key": src_key},
+                    CopySourceRange="bytes=%d-%d" % (start, end - 1), **_payer(),
+                )
+                etag = response["CopyPartResult"]["ETag"]
+            else:
+                body = b"".join(_read_range(*located[i], start, end) for i, start, end in ranges)
+                response = _call("write", bucket, key, client().upload_part, Bucket=bucket, Key=key,
+                                 UploadId=upload, PartNumber=number, Body=body, **_payer())
+                etag = response["ETag"]
+            done.append({"PartNumber": number, "ETag": etag})
+        _call("write", bucket, key, client().complete_multipart_upload, Bucket=bucket, Key=key, UploadId=upload,
+              MultipartUpload={"Parts": done}, **_payer())
+    except BaseException:
+        try:
+            client().abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, **_payer())
+        except Exception as exc:  # noqa: BLE001 - the original error matters more; keep it propagating
+            LOG.warning("could not abort the multipart upload of %s (%s)", dest, _one_line(exc))
+        raise
+
+
+def _read_range(bucket: str, key: str, start: int, end: int) -> bytes:
+    if end <= start:
+        return b""
+    response = _call("read", bucket, key, client().get_object, Bucket=bucket, Key=key,
+                     Range="bytes=%d-%d" % (start, end - 1), **_payer())
+    return response["Body"].read()

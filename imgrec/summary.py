@@ -34,6 +34,15 @@ def render_summary(m: dict) -> str:
         lines.append("  smallest: %s (%d images), largest: %s (%d images)" % (smallest + largest))
         for name in m["classes"]:
             lines.append("  %-30s %8d" % (name, per_class.get(name, 0)))
+    labels = m.get("labels", {})
+    if labels.get("source", "folders") != "folders" or labels.get("format", "single") != "single":
+        lines.append("Labels from %s; records carry %s" % (
+            labels.get("source"), "one label each" if labels.get("format") == "single"
+            else "%s vectors of width %d" % (labels.get("format"), labels.get("width", 0))))
+    report = m.get("report_counts")
+    if report is not None:
+        found = ["%d %s" % (n, kind) for kind, n in sorted(report.items()) if kind not in ("labelled", "error")]
+        lines.append("Report (%s): %s" % (m.get("report_file"), ", ".join(found) if found else "nothing to report"))
     lines.append("")
     if m["errors"]:
         lines.append("%d inputs skipped (details in %s):" % (m["errors"], m["errors_file"]))
@@ -48,6 +57,16 @@ def render_summary(m: dict) -> str:
     lines.append("Next:")
     lines.append("  python -m pipeline.verify %s" % out)
     lines.append("  python -m pipeline.preview %s --split train" % out)
-    for split in m["splits"]:
-        lines.append("  SageMaker channel '%s': %s/%s/" % (split, out.rstrip("/"), split))
+    for split, doc in m["splits"].items():
+        folder = doc["single_file"]["rec"].rsplit("/", 1)[0] if doc.get("single_file") else split
+        lines.append("  SageMaker channel '%s': %s/%s/" % (split, out.rstrip("/"), folder))
+    if m.get("sagemaker"):
+        from imgrec.sagemaker import estimator_snippet
+
+        lines.append("")
+        lines.append("Train on SageMaker (values from %s):" % m.get("sagemaker_file", "sagemaker.json"))
+        lines.append("")
+        lines.extend("    " + line if line else "" for line in estimator_snippet(m["sagemaker"]).splitlines())
+        for note in m["sagemaker"].get("notes", []):
+            lines.append("  note: %s" % note)
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import time
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -34,6 +35,10 @@ from imgrec.finalize import IncompleteError, OutputError, TooManyErrorsError, fi
 from imgrec.progress import ProgressMonitor
 from pipeline import STARTED
 from imgrec.options import ConvertOptions, OptionsError, add_options, from_args, load_config
+from imgrec.classmap import ClassMapError, load_class_map, resolve_names
+from imgrec.labels import LabelFileError
+from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
+from transforms.label_sources import LabelSource, LabelSources, prepare_label_source
 from transforms.list_images import ListImages
 from transforms.plan_shards import PlanShards
 from transforms.write_shards import WriteShards
@@ -131,20 +136,97 @@ def discover_classes(options: ConvertOptions) -> tuple[list[str], list[ErrorReco
     return sorted(dirs), root_errors
 
 
+class Dataset(NamedTuple):
+    """What the launcher learnt before the pipeline: the classes and where the labels come from."""
+
+    classes: list[str]  # names by class id
+    root_errors: list[ErrorRecord]
+    source: LabelSource | None  # a label file, or None for class folders
+    folders: list[int]  # ids of the class folders to list (folder mode)
+
+    def first_elements(self) -> int:
+        """How many elements the first stage starts from (class folders, or label chunks and folders)."""
+        if self.source is None:
+            return max(1, len(self.folders))
+        return max(1, len(self.source.chunks), len(self.source.folders) + 1)
+
+
+def discover(options: ConvertOptions) -> Dataset:
+    """Classes and label source: folders (ids pinned by --class-map if given) or a label file."""
+    if options.labels:
+        source = prepare_label_source(options)
+        return Dataset(list(source.classes), [], source, [])
+    dirs, root_errors = discover_classes(options)
+    if options.class_map:
+        classes = resolve_names({d: "as folder %s" % d for d in dirs}, load_class_map(options.class_map),
+                                options.allow_new_classes)
+    else:
+        classes = dirs
+    return Dataset(classes, root_errors, None, [classes.index(d) for d in dirs])
+
+
+def resolve_label_width(options: ConvertOptions, dataset: Dataset) -> ConvertOptions:
+    """The options with the vector width of multi-label records fixed (multi-hot: one per class)."""
+    if not options.label_format:
+        return options
+    if options.label_format == "multi-hot":
+        if options.label_width and options.label_width != len(dataset.classes):
+            raise UsageError(
+                "--label-width %d: multi-hot vectors have one value per class (%d classes); drop --label-width"
+                % (options.label_width, len(dataset.classes))
+            )
+        width = len(dataset.classes)
+    else:
+        width = options.label_width or max(1, dataset.source.max_labels if dataset.source else 1)
+    return dataclasses.replace(options, label_width=width)
+
+
 def _for_workers(path: str) -> str:
     return path if storage.is_s3(path) else os.path.abspath(path)
 
 
-def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str]):
-    # Workers may run in another directory or container: they get absolute local paths.
-    options = dataclasses.replace(options, input=_for_workers(options.input), output=_for_workers(options.output))
+def workers_options(options: ConvertOptions) -> ConvertOptions:
+    return dataclasses.replace(options, input=_for_workers(options.input), output=_for_workers(options.output))
+
+
+def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], source=None, folders=None):
+    """The stages up to shard planning: list (folders or a label file), then optionally curate.
+
+    Returns PCollection[ImageRef(relpath, size, label, split, key)] with every split decided.
+    """
     layout = layout_for(options)
-    # (class_index, class_name)
-    class_elems = p | "Classes" >> beam.Create(list(enumerate(classes)))
-    # ImageRef(relpath, size, label, split, key)
-    refs = class_elems | "ListImages" >> ListImages(
-        options.input, options.output, layout, options.exts, options.ratios, options.split_seed, options.s3
-    )
+    findings = None
+    if source is None:
+        listed = list(enumerate(classes)) if folders is None else [(i, classes[i]) for i in folders]
+        # (class_index, class_name)
+        class_elems = p | "Classes" >> beam.Create(listed)
+        # ImageRef(relpath, size, label, split, key)
+        refs = class_elems | "ListImages" >> ListImages(
+            options.input, options.output, layout, options.exts, options.ratios, options.split_seed, options.s3
+        )
+    else:
+        # ImageRef; (kind, count, item) findings
+        refs, findings = p | "LabelSources" >> LabelSources(source, options)
+    if options.check_duplicates:
+        # Unit(stratum, key, first path, refs) per set of identical files; findings
+        units, identical = refs | "GroupIdentical" >> GroupIdentical(options, classes)
+        findings = identical if findings is None else (findings, identical) | "MergeFindings" >> beam.Flatten()
+    elif options.stratify:
+        units = refs | "Units" >> beam.Map(single_unit)
+    if options.stratify:
+        refs = units | "Stratify" >> Stratify(options.ratios)
+    elif options.check_duplicates:
+        refs = units | "UnitRefs" >> beam.FlatMap(lambda u: u.refs)
+    if findings is not None:
+        findings | "WriteFindings" >> WriteFindings(options.output, options.s3)
+    return refs
+
+
+def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str], source=None, folders=None):
+    # Workers may run in another directory or container: they get absolute local paths.
+    options = workers_options(options)
+    layout = layout_for(options)
+    refs = build_front(p, options, classes, source, folders)
     # ((split, shard, shards), first_id, [ImageRef])
     groups = refs | "PlanShards" >> PlanShards(
         options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.s3
@@ -199,12 +281,18 @@ def run(argv: list[str] | None = None) -> int:
     started = STARTED
     try:
         s3.configure(options.s3)
-        classes, root_errors = discover_classes(options)
+        dataset = discover(options)
+        classes, root_errors = dataset.classes, dataset.root_errors
+        options = resolve_label_width(options, dataset)
+        if options.dry_run:
+            from pipeline.dryrun import dry_run
+
+            return dry_run(options, dataset, beam_args, quiet=ns.quiet)
         prepare_output(options)
-        opts, runner = pipeline_options(beam_args, len(classes))
+        opts, runner = pipeline_options(beam_args, dataset.first_elements())
         LOG.info("%d classes under %s; writing to %s", len(classes), options.input, options.output)
         p = beam.Pipeline(runner=runner, options=opts)
-        build_pipeline(p, options, classes)
+        build_pipeline(p, options, classes, dataset.source, dataset.folders if dataset.source is None else None)
         monitor = None if ns.quiet else ProgressMonitor(options.output).start()
         try:
             result = p.run()
@@ -221,8 +309,13 @@ def run(argv: list[str] | None = None) -> int:
                 "wall_seconds": round(time.time() - started, 3),
                 "metrics": job_metrics(result),
             },
+            listed_classes=dataset.folders if dataset.source is None else [],
         )
-    except (UsageError, OutputError) as exc:
+    except LabelFileError as exc:
+        for line in exc.lines:
+            print("error: %s" % line, file=sys.stderr)
+        return 2
+    except (UsageError, OutputError, ClassMapError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except IncompleteError as exc:

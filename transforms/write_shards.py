@@ -19,7 +19,7 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import images, recordio, s3, storage
+from imgrec import images, labels, recordio, s3, storage
 from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
@@ -53,6 +53,15 @@ def image_payload(data: bytes, options: ConvertOptions) -> bytes:
             images.full_decode_check(data, options.encode.color)
         return data
     return images.transcode(data, info, options.encode, options.max_pixels)
+
+
+def shorter_edge(payload: bytes) -> int:
+    """The shorter side of a stored image, from its header (0 for formats not parsed)."""
+    try:
+        info = images.probe(payload)
+    except images.BadImage:
+        return 0
+    return min(info.width, info.height)
 
 
 def format_lst_line(record_id: int, label, relpath: str) -> str:
@@ -97,9 +106,11 @@ def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, l
         except images.BadImage as exc:
             stage = STAGE_VALIDATE if options.pass_through or exc.reason != "encode_failed" else STAGE_ENCODE
             return ref, record_id, None, ErrorRecord(ref.relpath, exc.reason, stage, exc.detail)
-        return ref, record_id, recordio.pack(ref.label, record_id, payload), None
+        label = labels.encode_label(ref.label, options.label_format, options.label_width, options.label_pad)
+        return ref, record_id, (recordio.pack(label, record_id, payload), label, shorter_edge(payload)), None
 
     idx_lines, lst_lines, offsets, errors = [], [], [], []
+    edges: dict[str, int] = {}  # shorter image edge -> images, for sagemaker.json's image_shape
     work = ((first_id + i, ref) for i, ref in enumerate(ordered))
     with storage.atomic_writer(storage.join(out, rec_rel)) as f:
         writer = recordio.RecordWriter(f)
@@ -109,12 +120,15 @@ def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, l
                 if progress:
                     progress(0, 0, 1)
                 continue
+            packed, label, edge = packed
             offset = writer.write(packed)
             if progress:
                 progress(1, writer.offset - offset, 0)
             offsets.append(offset)
             idx_lines.append(recordio.format_idx_line(record_id, offset))
-            lst_lines.append(format_lst_line(record_id, ref.label, ref.relpath))
+            lst_lines.append(format_lst_line(record_id, label, ref.relpath))
+            if edge:
+                edges[str(edge)] = edges.get(str(edge), 0) + 1
         size, sha, written = writer.offset, writer.sha256(), writer.records
     storage.write_text(storage.join(out, idx_rel), "".join(idx_lines))
     record = {
@@ -131,6 +145,7 @@ def write_shard(split, shard, shards, refs, first_id, options: ConvertOptions, l
         "offsets": offsets,
         "lst": lst_lines,
         "errors": [e.to_json() for e in errors],
+        "shorter_edges": edges,
     }
     storage.write_text(record_uri, json.dumps(record, ensure_ascii=False))
     return record

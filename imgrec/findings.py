@@ -1,0 +1,91 @@
+"""What the job found out about its input, beyond the images it wrote: ``report.jsonl``.
+
+Workers emit findings as ``(kind, count, item)`` values; a Beam stage spreads
+them over ``FRAGMENTS`` fragment files under ``_work/report/`` (every
+fragment is always written, so a missing one means the job did not finish),
+and the finaliser merges them into ``report.jsonl``, one item a line, sorted.
+Items of kind ``error`` are inputs that did not become records and also go
+to ``errors.jsonl``. Kinds:
+
+    error           a listed image that cannot be used: missing, listed_twice, unsupported_ext, ...
+    unlisted        an image under --input that the label file does not list
+    duplicate       a set of identical files (same sha256), all in one split; 'kept' after --dedup
+    label_conflict  identical files with different labels (every path and its labels)
+
+Count-only kinds (no items): ``labelled`` (listed images found), ``ignored_non_image``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Iterable
+
+from imgrec import storage
+from imgrec.errors import STAGE_LIST, ErrorRecord
+from imgrec.layout import WORK
+
+REPORT_DIR = WORK + "/report"
+# Fragments of the report: the findings are spread over this many writers.
+FRAGMENTS = 16
+
+ERROR = "error"
+UNLISTED = "unlisted"
+DUPLICATE = "duplicate"
+LABEL_CONFLICT = "label_conflict"
+LABELLED = "labelled"
+IGNORED = "ignored_non_image"
+
+
+def error_item(path: str, reason: str, detail: str) -> dict:
+    return {"kind": ERROR, "path": path, "reason": reason, "stage": STAGE_LIST, "detail": detail}
+
+
+def to_error(item: dict) -> ErrorRecord:
+    return ErrorRecord(item["path"], item["reason"], item.get("stage", STAGE_LIST), item.get("detail", ""))
+
+
+def fragment_of(kind: str, item: dict | None) -> int:
+    text = json.dumps(item, sort_keys=True, ensure_ascii=False) if item is not None else kind
+    return zlib.crc32(text.encode("utf-8", "surrogateescape")) % FRAGMENTS
+
+
+def fragment_path(index: int) -> str:
+    return "%s/part-%05d-of-%05d.json" % (REPORT_DIR, index, FRAGMENTS)
+
+
+def fragment_document(findings: Iterable[tuple[str, int, dict | None]]) -> dict:
+    counts: dict[str, int] = {}
+    items = []
+    for kind, count, item in findings:
+        counts[kind] = counts.get(kind, 0) + count
+        if item is not None:
+            items.append(item)
+    items.sort(key=sort_key)
+    return {"counts": dict(sorted(counts.items())), "items": items}
+
+
+def sort_key(item: dict):
+    return (item.get("kind", ""), item.get("path") or "\0".join(item.get("paths", [])), json.dumps(item, sort_keys=True))
+
+
+def read_report(output: str) -> tuple[dict[str, int], list[dict]]:
+    """All fragments merged: counts per kind and the sorted items; FileNotFoundError when one is missing."""
+    counts: dict[str, int] = {}
+    items: list[dict] = []
+    for index in range(FRAGMENTS):
+        doc = json.loads(storage.read_text(storage.join(output, fragment_path(index))))
+        for kind, n in doc["counts"].items():
+            counts[kind] = counts.get(kind, 0) + n
+        items.extend(doc["items"])
+    items.sort(key=sort_key)
+    return dict(sorted(counts.items())), items
+
+
+def to_jsonl(items: Iterable[dict]) -> str:
+    return "".join(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n" for item in items)
+
+
+def expected(options) -> bool:
+    """Whether this job writes a report (and the finaliser must find every fragment)."""
+    return bool(options.labels or options.check_duplicates)

@@ -1,0 +1,156 @@
+"""The SageMaker hand-off: ``sagemaker.json`` and a ready-to-paste ``Estimator`` snippet. Pure code.
+
+SageMaker's built-in image classification algorithm trains from a ``train``
+and a ``validation`` channel of RecordIO data (content type
+``application/x-recordio``); its hyperparameters ``num_classes``,
+``num_training_samples``, ``multi_label`` and ``image_shape`` must match the
+data. This module writes them down from what the job produced.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+from imgrec.labels import CLASS_IDS, MULTI_HOT
+
+CONTENT_TYPE = "application/x-recordio"
+# SageMaker documents the class-id layout of multi-label labels as a content-type parameter.
+CLASS_ID_CONTENT_TYPE = CONTENT_TYPE + "; label-format=class-id"
+CHANNELS = ("train", "validation")
+# ResNet's usual input side, and SageMaker's default image_shape (3,224,224).
+DEFAULT_SIDE = 224
+# image_shape is suggested from this percentile of the images' shorter edges, so that
+# nearly every image is at least that large and is cropped, not blown up.
+SHAPE_PERCENTILE = 5
+PLACEHOLDER_PREFIX = "s3://YOUR-BUCKET/YOUR-PREFIX/"
+
+
+def percentile(histogram: Mapping[int, int], pct: float) -> int | None:
+    """The value below which ``pct`` percent of the counted values lie (nearest rank)."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank = max(1, -(-total * pct // 100))
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= rank:
+            return value
+    return max(histogram)
+
+
+def suggest_image_shape(shorter_edges: Mapping[int, int], color: int) -> str:
+    """``channels,height,width``: the 5th-percentile shorter edge of the output images, at most 224."""
+    channels = 1 if color == 0 else 3
+    low = percentile(shorter_edges, SHAPE_PERCENTILE)
+    side = DEFAULT_SIDE if not low else min(DEFAULT_SIDE, low)
+    return "%d,%d,%d" % (channels, side, side)
+
+
+def channel_prefix(output: str, split: str, single_file: dict | None) -> str:
+    """The channel's folder relative to the output root: the shards' folder, or the single file's."""
+    if single_file:
+        return single_file["rec"].rsplit("/", 1)[0] + "/"
+    return split + "/"
+
+
+def sagemaker_document(
+    output: str,
+    num_classes: int,
+    splits: Mapping[str, dict],
+    label_format: str,
+    label_width: int,
+    shorter_edges: Mapping[int, int],
+    color: int,
+) -> dict:
+    """The content of ``sagemaker.json``; ``splits`` is the manifest's splits section."""
+    multi_label = 1 if label_format else 0
+    content_type = CLASS_ID_CONTENT_TYPE if label_format == CLASS_IDS else CONTENT_TYPE
+    on_s3 = output.startswith("s3://")
+    channels = {}
+    for split in CHANNELS:
+        if split not in splits:
+            continue
+        prefix = channel_prefix(output, split, splits[split].get("single_file"))
+        channels[split] = {
+            "s3_uri": output.rstrip("/") + "/" + prefix if on_s3 else None,
+            "prefix": prefix,
+            "content_type": content_type,
+            "s3_data_type": "S3Prefix",
+            "records": splits[split]["records"],
+        }
+    edges = {int(k): v for k, v in shorter_edges.items()}
+    doc = {
+        "algorithm": "image-classification",
+        "num_classes": num_classes,
+        "num_training_samples": splits.get("train", {}).get("records", 0),
+        "multi_label": multi_label,
+        "image_shape": suggest_image_shape(edges, color),
+        "label_format": label_format or "single",
+        "label_width": label_width if label_format else 1,
+        "channels": channels,
+        "image_sizes": {
+            "images": sum(edges.values()),
+            "min_shorter_edge": min(edges) if edges else None,
+            "p5_shorter_edge": percentile(edges, SHAPE_PERCENTILE),
+            "median_shorter_edge": percentile(edges, 50),
+            "max_shorter_edge": max(edges) if edges else None,
+        },
+    }
+    notes = []
+    if not on_s3:
+        notes.append(
+            "the output is local: upload the output folder (aws s3 sync OUTPUT %s) and use each channel's "
+            "prefix under that S3 prefix" % PLACEHOLDER_PREFIX
+        )
+    if "validation" not in channels:
+        notes.append("SageMaker's image classification wants a validation channel: give --val-ratio > 0")
+    if label_format == CLASS_IDS:
+        notes.append(
+            "class-ids records pad to a fixed width; SageMaker's default multi-label layout is multi-hot "
+            "(--label-format multi-hot)"
+        )
+    several_shards = any(len(doc_.get("shards", [])) > 1 for doc_ in splits.values())
+    if several_shards and not splits.get("train", {}).get("single_file"):
+        notes.append("SageMaker's documentation asks for one .rec per channel: --single-file writes one")
+    doc["notes"] = notes
+    return doc
+
+
+def estimator_snippet(doc: Mapping) -> str:
+    """Python that starts a SageMaker training job on this dataset (paste, set the role, run)."""
+    hyper = {
+        "num_classes": doc["num_classes"],
+        "num_training_samples": doc["num_training_samples"],
+        "image_shape": doc["image_shape"],
+        "multi_label": doc["multi_label"],
+        "epochs": 10,
+        "use_pretrained_model": 1,
+    }
+    lines = [
+        "import sagemaker",
+        "from sagemaker.estimator import Estimator",
+        "from sagemaker.inputs import TrainingInput",
+        "",
+        "session = sagemaker.Session()",
+        "estimator = Estimator(",
+        '    image_uri=sagemaker.image_uris.retrieve("image-classification", session.boto_region_name),',
+        '    role="arn:aws:iam::123456789012:role/YOUR-SAGEMAKER-ROLE",  # your SageMaker execution role',
+        "    instance_count=1,",
+        '    instance_type="ml.p3.2xlarge",',
+        '    input_mode="Pipe",',
+        "    sagemaker_session=session,",
+        ")",
+        "estimator.set_hyperparameters(",
+    ]
+    lines += ["    %s=%s," % (k, json.dumps(v)) for k, v in hyper.items()]
+    lines += [")", "estimator.fit({"]
+    for name, channel in doc["channels"].items():
+        uri = channel["s3_uri"] or PLACEHOLDER_PREFIX + channel["prefix"]
+        lines.append(
+            '    "%s": TrainingInput("%s", content_type="%s", s3_data_type="S3Prefix"),'
+            % (name, uri, channel["content_type"])
+        )
+    lines.append("})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,268 @@
+"""Curate: the optional steps between listing and shard planning.
+
+* ``GroupIdentical`` (``--check-duplicates``, ``--dedup``): reads and hashes
+  every image (one more pass over the input bytes, spread over the workers
+  and a few threads each), re-keys it by its content so identical files share
+  a split, groups identical files, reports them and their label conflicts,
+  and with ``--dedup`` keeps one file of each group.
+* ``Stratify`` (``--stratify``): per class (per label set for multi-label
+  data), cuts the images into splits by key rank with every split within one
+  image of its share (``imgrec.planning.quota_counts``). Identical files form
+  one unit that moves as a whole. Only counts cross the shuffles until the
+  last join, in which each bucket of a class's key range (1/1024 of it) is
+  ordered in memory.
+* ``WriteFindings``: spreads the findings over a fixed number of fragment
+  files under ``_work/report/`` for the finaliser (``imgrec.findings``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from imgrec import dedup, findings, s3, storage
+from imgrec.parallel import ordered_map
+from imgrec.planning import ImageRef, assign_split, quota_counts, split_of_rank, stratify_bucket
+
+FINDINGS = "findings"
+# Images hashed at once by one worker's threads.
+HASH_BATCH = 64
+
+# Tags of joined values.
+_NATURAL, _BUCKET, _FACT, _UNIT = 0, 1, 2, 3
+
+
+class Unit(NamedTuple):
+    """Images that go to one split together: one image, or a set of identical files."""
+
+    stratum: object  # the class id, or the tuple of class ids of a multi-label image
+    key: int
+    first_path: str
+    refs: tuple
+
+
+def single_unit(ref: ImageRef) -> Unit:
+    return Unit(ref.label, ref.key, ref.relpath, (ref,))
+
+
+# ---------------------------------------------------------------- identical files
+
+
+def hash_batch(refs, input_root: str, seed: str, ratios, threads: int):
+    """(sha256, ref re-keyed by content) per ref; an unreadable file keeps its path key (WriteShards reports it)."""
+
+    def digest(ref):
+        try:
+            return ref, dedup.content_sha256(storage.read_bytes(storage.join(input_root, ref.relpath)))
+        except (OSError, storage.StorageError):
+            return ref, None
+
+    for ref, sha in ordered_map(digest, refs, threads, window=2 * max(1, threads)):
+        if sha is None:
+            yield "unread:" + ref.relpath, ref
+            continue
+        key = dedup.content_key(sha, seed)
+        yield sha, ref._replace(key=key, split=assign_split(key, ratios))
+
+
+class _HashFn(beam.DoFn):
+    def __init__(self, input_root, seed, ratios, threads, s3_settings):
+        self._args = (input_root, seed, ratios)
+        self._threads = threads
+        self._s3 = s3_settings
+        self._hashed = Metrics.counter("imgrec", "images_hashed")
+
+    def setup(self):
+        s3.configure(self._s3)
+        self._pool_threads = self._threads or os.cpu_count() or 1
+
+    def process(self, batch):
+        # batch: [ImageRef] -> (sha256, ImageRef)
+        for out in hash_batch(batch, *self._args, self._pool_threads):
+            self._hashed.inc()
+            yield out
+
+
+def _resolve_group(element, dedup_on: bool, classes):
+    # element: (sha256, [ImageRef]) -> Unit; findings
+    sha, refs = element
+    refs = list(refs)
+    if sha.startswith("unread:"):
+        for ref in refs:
+            yield single_unit(ref)
+        return
+    kept, found = dedup.resolve_identical(sha, refs, dedup_on, classes)
+    for item in found:
+        yield pvalue.TaggedOutput(FINDINGS, (item["kind"], 1, item))
+    yield Unit(kept[0].label, kept[0].key, kept[0].relpath, tuple(kept))
+
+
+class GroupIdentical(beam.PTransform):
+    """PCollection[ImageRef] -> (PCollection[Unit], findings)."""
+
+    def __init__(self, options, classes):
+        super().__init__()
+        self._options = options
+        self._classes = tuple(classes)
+
+    def expand(self, refs):
+        o = self._options
+        grouped = (
+            refs
+            | "BatchForHashing" >> beam.BatchElements(min_batch_size=1, max_batch_size=HASH_BATCH)
+            | "HashContent" >> beam.ParDo(_HashFn(o.input, o.split_seed, o.ratios, o.threads, o.s3))
+            | "GroupByContent" >> beam.GroupByKey()
+            | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes).with_outputs(
+                FINDINGS, main="units"
+            )
+        )
+        return grouped.units, grouped[FINDINGS]
+
+
+# ---------------------------------------------------------------- stratified splits
+
+
+class _CountBySplit(beam.CombineFn):
+    def __init__(self, splits: int):
+        self._splits = splits
+
+    def create_accumulator(self):
+        return [0] * self._splits
+
+    def add_input(self, acc, index):
+        acc[index] += 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = [0] * self._splits
+        for acc in accs:
+            out = [a + b for a, b in zip(out, acc)]
+        return out
+
+    def extract_output(self, acc):
+        return tuple(acc)
+
+
+def _plan_stratum(element, ratios):
+    # element: (stratum, [(_NATURAL, counts per split) | (_BUCKET, (bucket, units))])
+    #   -> ((stratum, bucket), (_FACT, (first rank, quota counts)))
+    stratum, tagged = element
+    natural, buckets = None, []
+    for tag, value in tagged:
+        if tag == _NATURAL:
+            natural = dict(zip(ratios.active(), value))
+        else:
+            buckets.append(value)
+    quota = quota_counts(sum(natural.values()), natural, ratios)
+    rank = 0
+    for bucket, count in sorted(buckets):
+        yield (stratum, bucket), (_FACT, (rank, quota))
+        rank += count
+
+
+def _assign_bucket(element, ratios):
+    # element: ((stratum, bucket), [(_FACT, (first rank, quota)) | (_UNIT, Unit)]) -> ImageRef
+    _, tagged = element
+    first, quota, units = 0, None, []
+    for tag, value in tagged:
+        if tag == _FACT:
+            first, quota = value
+        else:
+            units.append(value)
+    units.sort(key=lambda u: (u.key, u.first_path))
+    for i, unit in enumerate(units):
+        split = split_of_rank(first + i, quota, ratios)
+        for ref in unit.refs:
+            yield ref._replace(split=split)
+
+
+class Stratify(beam.PTransform):
+    """PCollection[Unit] -> PCollection[ImageRef] with every stratum's split shares within one unit."""
+
+    def __init__(self, ratios):
+        super().__init__()
+        self._ratios = ratios
+
+    def expand(self, units):
+        ratios = self._ratios
+        active = ratios.active()
+        # (stratum, (_NATURAL, units per split under the plain hash split))
+        natural = (
+            units
+            | "NaturalSplit" >> beam.Map(lambda u: (u.stratum, active.index(assign_split(u.key, ratios))))
+            | "CountNatural" >> beam.CombinePerKey(_CountBySplit(len(active)))
+            | "TagNatural" >> beam.Map(lambda kv: (kv[0], (_NATURAL, kv[1])))
+        )
+        # (stratum, (_BUCKET, (bucket, units)))
+        buckets = (
+            units
+            | "KeyByBucket" >> beam.Map(lambda u: ((u.stratum, stratify_bucket(u.key)), 1))
+            | "CountBucket" >> beam.CombinePerKey(sum)
+            | "TagBucket" >> beam.Map(lambda kv: (kv[0][0], (_BUCKET, (kv[0][1], kv[1]))))
+        )
+        # ((stratum, bucket), (_FACT, (first rank, quota)))
+        facts = (
+            (natural, buckets)
+            | "JoinStratum" >> beam.Flatten()
+            | "GroupStratum" >> beam.GroupByKey()
+            | "PlanStratum" >> beam.FlatMap(_plan_stratum, ratios)
+        )
+        tagged_units = units | "TagUnits" >> beam.Map(lambda u: ((u.stratum, stratify_bucket(u.key)), (_UNIT, u)))
+        return (
+            (facts, tagged_units)
+            | "JoinBucket" >> beam.Flatten()
+            | "GroupBucket" >> beam.GroupByKey()
+            | "AssignByRank" >> beam.FlatMap(_assign_bucket, ratios)
+        )
+
+
+# ---------------------------------------------------------------- findings
+
+
+def _write_fragment(element, output: str, s3_settings):
+    # element: (fragment, [(kind, count, item) | None]) -> fragment path
+    index, values = element
+    if s3_settings is not None:
+        s3.configure(s3_settings)
+    doc = findings.fragment_document(v for v in values if v is not None)
+    path = storage.join(output, findings.fragment_path(index))
+    storage.write_text(path, json.dumps(doc, ensure_ascii=False, sort_keys=True))
+    return path
+
+
+class WriteFindings(beam.PTransform):
+    """PCollection[(kind, count, item)] -> every fragment of the report written under ``_work/report/``."""
+
+    def __init__(self, output: str, s3_settings=None):
+        super().__init__()
+        self._output = output
+        self._s3 = s3_settings
+
+    def expand(self, found):
+        # (fragment, (kind, n, None)): counts summed per kind first, so a count-only kind
+        # seen once per image (labelled) is not gathered into one worker's memory
+        counts = (
+            found
+            | "CountKey" >> beam.Map(lambda f: ((findings.fragment_of(f[0], None), f[0]), f[1]))
+            | "CountKinds" >> beam.CombinePerKey(sum)
+            | "CountsToFragment" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1], None)))
+        )
+        # (fragment, (kind, 0, item))
+        items = (
+            found
+            | "WithItem" >> beam.Filter(lambda f: f[2] is not None)
+            | "ItemToFragment" >> beam.Map(lambda f: (findings.fragment_of(f[0], f[2]), (f[0], 0, f[2])))
+        )
+        # (fragment, None): every fragment is written, also the empty ones
+        every = found.pipeline | "EveryFragment" >> beam.Create([(i, None) for i in range(findings.FRAGMENTS)])
+        return (
+            (counts, items, every)
+            | "JoinFragments" >> beam.Flatten()
+            | "GroupFragments" >> beam.GroupByKey()
+            | "WriteFragment" >> beam.Map(_write_fragment, self._output, self._s3)
+        )

@@ -1,0 +1,244 @@
+"""LabelSources: a label file and the input tree -> one ImageRef per labelled image, and findings.
+
+Launcher side, ``prepare_label_source`` scans the label file once (every line
+checked, classes learnt, the file cut into chunks; see ``imgrec.labels``) and
+fixes the class ids (``imgrec.classmap``). In the pipeline two listings meet
+by relative path:
+
+* the label file's chunks, parsed in parallel, one chunk per element;
+* the input tree, listed in parallel, one element per top-level folder (and
+  one for the images directly in the input folder).
+
+A GroupByKey on the path then decides, per path: listed once and present ->
+an ImageRef (its split from its path hash, as in folder mode); listed but
+absent -> a ``missing`` error; listed on several lines with different labels
+-> a ``conflicting_lines`` error (with the same labels: kept, and reported as
+``repeated_line``); present but not listed -> an ``unlisted`` finding. No
+step holds the whole label file or the whole listing in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from imgrec import classmap, findings, labels, s3, storage
+from imgrec.options import ConvertOptions
+from imgrec.planning import ImageRef, assign_split, image_key
+from transforms.list_images import classify_entry
+
+FINDINGS = "findings"
+
+# Tags of the values that meet at a path.
+_ENTRY, _FILE, _BAD = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """What the pipeline needs to read a label file: its spec, chunks and the input folders to list."""
+
+    spec: labels.LabelSpec
+    chunks: tuple[labels.Chunk, ...]
+    folders: tuple[str, ...]  # top-level folders of --input, listed one per element
+    root_files: bool  # images directly in --input
+    classes: tuple[str, ...]  # names by class id
+    max_labels: int
+    lines: int
+
+
+def prepare_label_source(options: ConvertOptions) -> LabelSource:
+    """Scan the label file and fix the class ids (launcher side); raises LabelFileError / ClassMapError."""
+    scan = labels.scan_label_file(
+        options.labels,
+        options.input,
+        options.exts,
+        fmt=options.labels_format,
+        labels_as=options.labels_as,
+        attribute=options.label_attribute,
+        single_label=not options.label_format,
+        label_width=options.label_width if options.label_format == labels.CLASS_IDS else 0,
+    )
+    pinned = classmap.load_class_map(options.class_map) if options.class_map else None
+    where = os.path.basename(options.labels.rstrip("/"))
+    if scan.spec.reading == labels.NAMES:
+        classes = classmap.resolve_names(scan.names, pinned, options.allow_new_classes, where)
+    else:
+        classes = classmap.resolve_ids(scan.ids, scan.id_names, pinned, options.allow_new_classes, where)
+    spec = scan.spec
+    if spec.reading == labels.NAMES:
+        spec = _with_names(spec, classes)
+    dirs, files = storage.list_top(options.input)
+    root_files = any(labels.has_image_ext(name, options.exts) for name in files)
+    return LabelSource(spec, tuple(scan.chunks), tuple(dirs), root_files, tuple(classes), scan.max_labels, scan.lines)
+
+
+def _with_names(spec: labels.LabelSpec, classes) -> labels.LabelSpec:
+    from dataclasses import replace
+
+    return replace(spec, name_to_id=tuple((name, i) for i, name in enumerate(classes)))
+
+
+class _ParseChunkFn(beam.DoFn):
+    def __init__(self, spec: labels.LabelSpec, s3_settings):
+        self._spec = spec
+        self._s3 = s3_settings
+        self._lines = Metrics.counter("imgrec", "label_lines")
+
+    def setup(self):
+        # Beam's own --s3_* options do not reach these workers: apply ours in every process.
+        s3.configure(self._s3)
+
+    def process(self, chunk):
+        # chunk: labels.Chunk -> (relpath, (_ENTRY, (line, class ids)))
+        name = os.path.basename(self._spec.uri.rstrip("/"))
+        for entry in labels.read_chunk(self._spec, chunk):
+            self._lines.inc()
+            if not labels.has_image_ext(entry.relpath, self._spec.exts):
+                detail = "line %d of %s: the extension is not one of --exts (%s)" % (
+                    entry.lineno, name, ",".join(self._spec.exts))
+                yield pvalue.TaggedOutput(
+                    FINDINGS, (findings.ERROR, 1, findings.error_item(entry.relpath, "unsupported_ext", detail))
+                )
+                continue
+            yield entry.relpath, (_ENTRY, (entry.lineno, self._spec.ids_of(entry)))
+
+
+def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
+    """The files directly in the input folder (not in its sub-folders), with their sizes."""
+    if storage.is_s3(input_root):
+        # One listing of the prefix; only done when images sit beside the folders.
+        return [e for e in storage.walk_files(input_root) if "/" not in e.relpath]
+    out = []
+    for entry in sorted(os.scandir(input_root), key=lambda e: e.name):
+        try:
+            if entry.is_dir():
+                continue
+            out.append(storage.FileEntry(entry.name, entry.stat().st_size))
+        except OSError:
+            out.append(storage.FileEntry(entry.name, 0, "broken_symlink", "symbolic link to a missing file"))
+    return out
+
+
+class _ListFolderFn(beam.DoFn):
+    def __init__(self, input_root: str, exts, s3_settings):
+        self._input = input_root
+        self._exts = exts
+        self._s3 = s3_settings
+        self._listed = Metrics.counter("imgrec", "images_listed")
+
+    def setup(self):
+        s3.configure(self._s3)
+
+    def process(self, folder):
+        # folder: a top-level folder name, or "" for the files directly in --input
+        # -> (relpath, (_FILE, size)) | (relpath, (_BAD, error json))
+        if folder:
+            entries = (
+                storage.FileEntry(folder + "/" + e.relpath if e.relpath else folder, e.size, e.error, e.detail)
+                for e in storage.walk_files(storage.join(self._input, folder))
+            )
+        else:
+            entries = list_root_files(self._input, self._exts)
+        ignored = 0
+        for entry in entries:
+            verdict = classify_entry(entry, self._exts)
+            if verdict is True:
+                self._listed.inc()
+                yield entry.relpath, (_FILE, entry.size)
+            elif verdict is False:
+                ignored += 1
+            else:
+                yield entry.relpath, (_BAD, verdict.to_json())
+        if ignored:
+            yield pvalue.TaggedOutput(FINDINGS, (findings.IGNORED, ignored, None))
+
+
+def resolve_path(element, label_file: str, ratios, seed: str, single_label: bool):
+    """The ImageRef (or findings) of one path, from everything known about it."""
+    # element: (relpath, [(_ENTRY, (line, ids)) | (_FILE, size) | (_BAD, error json)])
+    relpath, tagged = element
+    entries, size, bad = [], None, None
+    for tag, value in tagged:
+        if tag == _ENTRY:
+            entries.append(value)
+        elif tag == _FILE:
+            size = value
+        else:
+            bad = value
+    if not entries:
+        if size is not None:
+            yield pvalue.TaggedOutput(FINDINGS, (findings.UNLISTED, 1, {"kind": findings.UNLISTED, "path": relpath}))
+        return
+    entries.sort()
+    lines = ", ".join(str(line) for line, _ in entries)
+    if len({tuple(ids) for _, ids in entries}) > 1:
+        detail = "listed with different labels on lines %s of %s" % (lines, label_file)
+        yield pvalue.TaggedOutput(FINDINGS, (findings.ERROR, 1, findings.error_item(relpath, "conflicting_lines", detail)))
+        return
+    if len(entries) > 1:
+        item = {"kind": "repeated_line", "path": relpath, "lines": [line for line, _ in entries]}
+        yield pvalue.TaggedOutput(FINDINGS, ("repeated_line", 1, item))
+    line, ids = entries[0]
+    if bad is not None:
+        detail = "listed on line %d of %s; %s" % (line, label_file, bad.get("detail", ""))
+        yield pvalue.TaggedOutput(FINDINGS, (findings.ERROR, 1, findings.error_item(relpath, bad["reason"], detail)))
+        return
+    if size is None:
+        detail = "listed on line %d of %s, but not found under the input folder" % (line, label_file)
+        yield pvalue.TaggedOutput(FINDINGS, (findings.ERROR, 1, findings.error_item(relpath, "missing", detail)))
+        return
+    key = image_key(relpath, seed)
+    label = ids[0] if single_label else tuple(ids)
+    yield pvalue.TaggedOutput(FINDINGS, (findings.LABELLED, 1, None))
+    yield ImageRef(relpath, size, label, assign_split(key, ratios), key)
+
+
+class LabelSources(beam.PTransform):
+    """PBegin -> (PCollection[ImageRef], PCollection[(kind, count, item)] of findings)."""
+
+    def __init__(self, source: LabelSource, options: ConvertOptions):
+        super().__init__()
+        self._source = source
+        self._options = options
+
+    def expand(self, pbegin):
+        source, options = self._source, self._options
+        folders = list(source.folders) + ([""] if source.root_files else [])
+        # (relpath, (_ENTRY, (line, ids))); findings
+        parsed = (
+            pbegin
+            | "LabelChunks" >> beam.Create([(c.index, c) for c in source.chunks])
+            # Spread the chunks over workers before parsing (Create may hand them all to one).
+            | "SpreadChunks" >> beam.GroupByKey()
+            | "UnkeyChunks" >> beam.FlatMap(lambda kv: kv[1])
+            | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, options.s3)).with_outputs(FINDINGS, main="entries")
+        )
+        # (relpath, (_FILE, size) | (_BAD, error)); findings
+        listed = (
+            pbegin
+            | "Folders" >> beam.Create(list(enumerate(folders)))
+            | "SpreadFolders" >> beam.GroupByKey()
+            | "UnkeyFolders" >> beam.FlatMap(lambda kv: kv[1])
+            | "ListFolder" >> beam.ParDo(_ListFolderFn(options.input, options.exts, options.s3)).with_outputs(
+                FINDINGS, main="files"
+            )
+        )
+        # ImageRef; findings
+        joined = (
+            (parsed.entries, listed.files)
+            | "JoinByPath" >> beam.Flatten()
+            | "GroupByPath" >> beam.GroupByKey()
+            | "ResolvePath" >> beam.FlatMap(
+                resolve_path,
+                os.path.basename(source.spec.uri.rstrip("/")),
+                options.ratios,
+                options.split_seed,
+                not options.label_format,
+            ).with_outputs(FINDINGS, main="refs")
+        )
+        found = (parsed[FINDINGS], listed[FINDINGS], joined[FINDINGS]) | "AllFindings" >> beam.Flatten()
+        return joined.refs, found
