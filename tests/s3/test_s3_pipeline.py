@@ -22,8 +22,8 @@ ARGS = ["--images-per-shard", "4", "--train-ratio", "0.6", "--val-ratio", "0.2",
 # Beam's FnApiRunner with two worker processes: the S3 settings must reach them.
 WORKER_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 IN_PROCESS = ["--direct_running_mode=in_memory"]
-# manifest.json and summary.txt name the input and output and the time taken; the rest must match byte for byte.
-DESCRIBES_LOCATION = ("manifest.json", "summary.txt")
+# These name the input and output (and the time taken); every other file must match byte for byte.
+DESCRIBES_LOCATION = ("manifest.json", "summary.txt", "sagemaker.json")
 
 
 def read_local_tree(root: Path) -> dict[str, bytes]:
@@ -33,13 +33,23 @@ def read_local_tree(root: Path) -> dict[str, bytes]:
 def comparable_manifest(raw: bytes) -> dict:
     """The manifest without the fields that say where input and output were and how long it took."""
     m = json.loads(raw)
-    m = copy.deepcopy(m)
     for key in ("input", "output", "wall_seconds"):
         m.pop(key)
     m["identity"].pop("input")
     for key in ("input", "output", "s3"):
         m["options"].pop(key)
+    if "sagemaker" in m:
+        m["sagemaker"] = comparable_sagemaker(m["sagemaker"])
     return m
+
+
+def comparable_sagemaker(doc: dict) -> dict:
+    """SageMaker hints without the channels' S3 URIs and the notes on where to upload."""
+    doc = copy.deepcopy(doc)
+    doc.pop("notes", None)
+    for channel in doc["channels"].values():
+        channel.pop("s3_uri")
+    return doc
 
 
 def assert_same_dataset(got: dict[str, bytes], reference: dict[str, bytes]):
@@ -48,6 +58,10 @@ def assert_same_dataset(got: dict[str, bytes], reference: dict[str, bytes]):
         if rel not in DESCRIBES_LOCATION:
             assert got[rel] == data, "%s differs" % rel
     assert comparable_manifest(got["manifest.json"]) == comparable_manifest(reference["manifest.json"])
+    if "sagemaker.json" in reference:
+        assert comparable_sagemaker(json.loads(got["sagemaker.json"])) == comparable_sagemaker(
+            json.loads(reference["sagemaker.json"])
+        )
     assert any(rel.endswith(".rec") for rel in reference) and len(reference) > 10
 
 
