@@ -40,13 +40,13 @@ LOG = logging.getLogger(__name__)
 PART_SIZE = 8 * 1024 * 1024
 # botocore tries every request this many times in all ('standard' mode retries
 # throttling, 5xx, timeouts and connection errors with jittered exponential
-# backoff: 1 s doubling to 20 s for throttling, 50 ms doubling otherwise). That
-# rides out an S3 "SlowDown" burst of about a minute, while an unreachable
+# backoff: 1 s doubling to 20 s for throttling, 50 ms doubling otherwise). A
+# throttled request is retried for up to about a minute, while an unreachable
 # endpoint still fails within a few seconds.
 MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
-# One connection per reading thread and then some (threads x workers share it).
+# The process's one client serves all its reading threads: a connection each, and spare.
 MAX_POOL_CONNECTIONS = 64
 # A response body that breaks off mid-read is not retried by botocore: we fetch
 # the object again this many times.
