@@ -60,6 +60,7 @@ READ_BLOCK = 1 << 20
 MAX_REPORTED = 20
 _SEPARATOR = ";"  # between labels in one CSV field
 _DIGITS = re.compile(r"^[0-9]+$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class LabelLineError(ValueError):
@@ -181,7 +182,7 @@ def safe_relpath(path: str, input_root: str) -> str:
         rel = absolute[len(root.rstrip("/")) + 1:]
     else:
         rel = path
-    if "://" in rel.split("/", 1)[0]:
+    if _URL.match(rel):
         raise LabelLineError("%s: only s3:// references and paths are understood" % path)
     normal = posixpath.normpath(rel)
     if normal == ".." or normal.startswith("../"):

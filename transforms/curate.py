@@ -21,6 +21,8 @@ import json
 import os
 from typing import NamedTuple
 
+from typing import Any
+
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
@@ -117,7 +119,7 @@ class GroupIdentical(beam.PTransform):
             | "BatchForHashing" >> beam.BatchElements(min_batch_size=1, max_batch_size=HASH_BATCH)
             | "HashContent" >> beam.ParDo(_HashFn(o.input, o.split_seed, o.ratios, o.threads, o.s3))
             | "GroupByContent" >> beam.GroupByKey()
-            | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes).with_outputs(
+            | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes).with_output_types(Any).with_outputs(
                 FINDINGS, main="units"
             )
         )

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from typing import Any
+
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
@@ -82,6 +84,7 @@ def _with_names(spec: labels.LabelSpec, classes) -> labels.LabelSpec:
     return replace(spec, name_to_id=tuple((name, i) for i, name in enumerate(classes)))
 
 
+@beam.typehints.with_output_types(Any)  # tagged outputs: no inferred element type
 class _ParseChunkFn(beam.DoFn):
     def __init__(self, spec: labels.LabelSpec, s3_settings):
         self._spec = spec
@@ -123,6 +126,7 @@ def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
     return out
 
 
+@beam.typehints.with_output_types(Any)
 class _ListFolderFn(beam.DoFn):
     def __init__(self, input_root: str, exts, s3_settings):
         self._input = input_root
@@ -238,7 +242,7 @@ class LabelSources(beam.PTransform):
                 options.ratios,
                 options.split_seed,
                 not options.label_format,
-            ).with_outputs(FINDINGS, main="refs")
+            ).with_output_types(Any).with_outputs(FINDINGS, main="refs")
         )
         found = (parsed[FINDINGS], listed[FINDINGS], joined[FINDINGS]) | "AllFindings" >> beam.Flatten()
         return joined.refs, found
