@@ -106,6 +106,7 @@ class Row:
 def _record(m: measure.Measurement) -> dict:
     d = asdict(m)
     d["cpu_percent"] = m.cpu_percent
+    d["sys_percent"] = m.sys_percent
     d["other_cpu_percent"] = m.other_cpu_percent
     return d
 
@@ -189,11 +190,11 @@ class Bench:
         shutil.rmtree(work, ignore_errors=True)
         return _record(m)
 
-    def run_cv_loop(self, data: str, tag: str, reduce: int, interpolation: str) -> dict:
+    def run_cv_loop(self, data: str, tag: str, reduce: int, interpolation: str, malloc: str = "keep") -> dict:
         work = self._fresh("cv-" + tag)
         cmd = [self.ours_python, os.path.join(BENCH, "cv_loop.py"), "--list", self.file_list(data), "--out", work,
                "--workers", str(self.workers), "--resize", str(RESIZE), "--quality", str(QUALITY),
-               "--reduce", str(reduce), "--interpolation", interpolation]
+               "--reduce", str(reduce), "--interpolation", interpolation, "--malloc", malloc]
         m = measure.run_checked(cmd, os.path.join(self.runs, "cv-%s.log" % tag))
         shutil.rmtree(work, ignore_errors=True)
         return _record(m)
@@ -224,16 +225,25 @@ class Bench:
         return [self.compare("pass-through", "pass", [], ["--pass-through"],
                              limit=lambda d, k: self.run_cat(d, k), limit_name="cat")]
 
+    def plain_malloc_note(self, row: Row, key: str, reduce: int, interpolation: str) -> None:
+        data, n = self.data(key)
+        m = self.run_cv_loop(data, key, reduce, interpolation, malloc="plain")
+        row.notes.append("%s: the OpenCV loop without the allocator setting (glibc maps and unmaps every decoded "
+                         "image): %.0f images/s, %.0f%% system CPU time" % (row.mode, n / m["wall"], m["sys_percent"]))
+
     def mode_resize(self) -> list[Row]:
-        return [self.compare("resize 256 q95", "resize", ["--resize", str(RESIZE), "--quality", str(QUALITY)],
-                             ["--resize", str(RESIZE), "--quality", str(QUALITY)],
-                             limit=lambda d, k: self.run_cv_loop(d, k, 1, "linear"), limit_name="OpenCV loop")]
+        row = self.compare("resize 256 q95", "resize", ["--resize", str(RESIZE), "--quality", str(QUALITY)],
+                           ["--resize", str(RESIZE), "--quality", str(QUALITY)],
+                           limit=lambda d, k: self.run_cv_loop(d, k, 1, "linear"), limit_name="OpenCV loop")
+        self.plain_malloc_note(row, "resize", 1, "linear")
+        return [row]
 
     def mode_large(self) -> list[Row]:
         # the source is 4000x3000: the largest DCT scale keeping the shorter edge >= 256 is 1/8
         reduce = max(f for f in (1, 2, 4, 8) if SIZES["large"][2] // f >= RESIZE)
         row = self.compare("resize 256, 4000x3000", "large", ["--resize", str(RESIZE)], ["--resize", str(RESIZE)],
                            limit=lambda d, k: self.run_cv_loop(d, k, reduce, "area"), limit_name="OpenCV loop 1/%d" % reduce)
+        self.plain_malloc_note(row, "large", reduce, "area")
         import quality
 
         data, _ = self.data("large")
@@ -266,7 +276,11 @@ def _find_im2rec(mx_python: str) -> str:
 
 
 def _fmt(v, spec):
-    return "n/a" if v != v else format(v, spec)  # NaN -> n/a
+    if v != v:  # NaN: no such measurement in this mode
+        return "n/a"
+    if spec == "rate":  # images/s: three significant figures, so small runs do not show 0
+        return "%.0f" % v if v >= 100 else "%.3g" % v
+    return format(v, spec)
 
 
 def table(rows: list[Row]) -> str:
@@ -276,9 +290,9 @@ def table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         s = row.summary()
-        cells = [row.mode, str(s["images"]), _fmt(s["our_s"], ".2f"), _fmt(s["our_ips"], ".0f"),
-                 _fmt(s["im2rec_s"], ".2f"), _fmt(s["im2rec_ips"], ".0f"), _fmt(s["ratio"], ".2f"),
-                 _fmt(s["ratio_incl_list"], ".2f"), row.limit_name or "-", _fmt(s["limit_ips"], ".0f"),
+        cells = [row.mode, str(s["images"]), _fmt(s["our_s"], ".2f"), _fmt(s["our_ips"], "rate"),
+                 _fmt(s["im2rec_s"], ".2f"), _fmt(s["im2rec_ips"], "rate"), _fmt(s["ratio"], ".2f"),
+                 _fmt(s["ratio_incl_list"], ".2f"), row.limit_name or "-", _fmt(s["limit_ips"], "rate"),
                  _fmt(s["fraction_of_limit"], ".2f"), _fmt(s["our_peak_mb"], ".0f"), _fmt(s["im2rec_peak_mb"], ".0f"),
                  _fmt(s["our_cpu_pct"], ".0f"), _fmt(s["im2rec_cpu_pct"], ".0f"), _fmt(s["other_cpu_pct"], ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -318,6 +332,20 @@ def targets(rows: list[Row]) -> list[str]:
         out.append("start-up on %d images < 5 s: %.2f s -- %s (im2rec.py: %.2f s + %.2f s list)"
                    % (s["images"], s["our_s"], verdict(s["our_s"] < 5.0), s["im2rec_s"], s["im2rec_list_s"]))
     return out
+
+
+def code_description(code: str) -> str:
+    """Which code was measured: the folder, and its git commit and changed files when it is a checkout."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", code, "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return code
+    return "%s (git %s%s)" % (code, sha, ", %d files changed since" % len(changed) if changed else "")
 
 
 def main(argv=None) -> int:
@@ -363,6 +391,7 @@ def main(argv=None) -> int:
         % (args.workers, args.workers, args.workers, args.scale, args.repeats),
         "images: %s; load average before %.2f, after %.2f; total %.0f s"
         % (source, load_before[0], load_after[0], time.time() - started),
+        "code: " + code_description(bench.code),
     ]
     notes = [n for row in rows for n in row.notes]
     text = "\n".join(header) + "\n\n" + table(rows) + "\n" + "".join("- %s\n" % n for n in notes + targets(rows))

@@ -21,6 +21,7 @@ import glob
 import multiprocessing
 import os
 import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -111,7 +112,7 @@ def grow_pool(root: str, repo: str, count: int, width: int, height: int, seed: i
     ]
     if jobs:
         paths, _ = source_photo_paths(repo)
-        print("bench: generating %d %dx%d images in %s" % (len(jobs), width, height, pool), flush=True)
+        print("bench: generating %d %dx%d images in %s" % (len(jobs), width, height, pool), file=sys.stderr, flush=True)
         with multiprocessing.get_context("spawn").Pool(processes, _init_worker, (paths,)) as workers:
             for _ in workers.imap_unordered(_write_one, jobs, chunksize=16):
                 pass

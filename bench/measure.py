@@ -25,6 +25,7 @@ class Measurement:
     wall: float  # seconds, process start to exit
     peak_rss: int  # bytes, largest summed RSS of the tree
     cpu: float  # seconds of user+system time of the tree
+    sys: float  # of which system time (page faults, system calls)
     other_cpu: float  # seconds of CPU the rest of the machine used meanwhile
     returncode: int
     log: str  # path of the combined stdout/stderr
@@ -32,6 +33,10 @@ class Measurement:
     @property
     def cpu_percent(self) -> float:
         return 100.0 * self.cpu / self.wall if self.wall else 0.0
+
+    @property
+    def sys_percent(self) -> float:
+        return 100.0 * self.sys / self.cpu if self.cpu else 0.0
 
     @property
     def other_cpu_percent(self) -> float:
@@ -54,7 +59,7 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
     """Run ``cmd`` to completion, sampling its process tree; output goes to ``log``."""
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = _busy_seconds()
-    seen_cpu: dict[tuple[int, float], float] = {}  # (pid, create_time) -> last CPU seconds seen
+    seen_cpu: dict[tuple[int, float], tuple[float, float]] = {}  # (pid, create_time) -> last (user, system) seen
     peak = 0
     with open(log, "wb") as out:
         start = time.perf_counter()
@@ -67,7 +72,7 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
                     with p.oneshot():
                         total += p.memory_info().rss
                         t = p.cpu_times()
-                        seen_cpu[(p.pid, p.create_time())] = t.user + t.system
+                        seen_cpu[(p.pid, p.create_time())] = (t.user, t.system)
                 except psutil.Error:
                     continue
             peak = max(peak, total)
@@ -83,9 +88,11 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     # Descendants reaped by their parents roll up into the child's rusage; ones
     # that were not are still in the sampled figures, so take the larger.
-    reaped = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
-    cpu = max(reaped, sum(seen_cpu.values()))
-    return Measurement(wall, peak, cpu, max(0.0, busy - cpu), popen.returncode, log)
+    reaped = (after_children.ru_utime - before_children.ru_utime, after_children.ru_stime - before_children.ru_stime)
+    sampled = (sum(u for u, _ in seen_cpu.values()), sum(s for _, s in seen_cpu.values()))
+    user, system = max(reaped, sampled, key=sum)
+    cpu = user + system
+    return Measurement(wall, peak, cpu, system, max(0.0, busy - cpu), popen.returncode, log)
 
 
 def run_checked(cmd: list[str], log: str, **kwargs) -> Measurement:
