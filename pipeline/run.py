@@ -51,10 +51,12 @@ RUNNER_ALIASES = {
 }
 
 # Beam's Dask runner takes all its parallelism from how each beam.Create is cut into dask
-# partitions (by default 128 elements a partition: our list of classes would be ONE task),
-# and every later stage keeps that partition count. So: one partition per class, up to
-# this many (more would add scheduler work faster than parallelism); --dask_npartitions overrides.
-DASK_MAX_PARTITIONS = 512
+# partitions (by default 128 elements a partition: our list of classes would be ONE task);
+# later stages keep that count, and each join doubles it (shards are written by up to 4x
+# as many tasks). So: one partition per class, up to this many. Every GroupByKey is an
+# all-to-all dask shuffle whose task count grows faster than the partitions (about 9,500
+# tasks for 25 partitions, 57,000 for 100), so more is not free; --dask_npartitions overrides.
+DASK_MAX_PARTITIONS = 64
 
 
 class UsageError(Exception):

@@ -9,7 +9,9 @@ No side inputs: the global facts (shard counts, first ids) reach the refs
 through joins, i.e. a Flatten of tagged elements and a GroupByKey. Beam's
 Dask runner evaluates a side input by recomputing its whole upstream inside
 every task that reads it (listing the input again, and duplicating elements),
-while Flatten and GroupByKey are translated by every runner.
+while Flatten and GroupByKey are translated by every runner. Totals are summed
+per key-range bucket first, so no step holds one value per image even on a
+runner without combiner lifting (Dask).
 """
 
 from __future__ import annotations
@@ -20,20 +22,28 @@ import apache_beam as beam
 
 from imgrec import s3, storage
 from imgrec.layout import WORK
-from imgrec.planning import SplitTotals, assign_shard, plan_shard_counts, shard_bases
+from imgrec.planning import SplitTotals, assign_shard, plan_shard_counts, shard_bases, split_range
 
 PLAN = WORK + "/plan.json"
 
-# The refs meet their split's shard count in this many groups per split, keyed by
-# their key's low bits: one group holds images/JOIN_BUCKETS refs (14k for 14 M images),
-# and the planning work spreads over that many tasks. It does not change the output.
+# Each split's key range is cut into this many equal buckets: the refs meet their
+# split's shard count bucket by bucket (a bucket holds images/JOIN_BUCKETS refs:
+# 14k for 14 M images) and a bucket overlaps only a few shards. It does not change the output.
 JOIN_BUCKETS = 1024
 
 # Tags of the joined values: a fact (a shard count or a first id) or an image ref.
 _FACT, _REF = 0, 1
 
 
+def key_bucket(key: int, split: str, ratios) -> int:
+    """The bucket of a key: its position inside its split's key range, scaled to JOIN_BUCKETS."""
+    lo, hi = split_range(split, ratios)
+    return (key - lo) * JOIN_BUCKETS // (hi - lo)
+
+
 class _SumCountBytes(beam.CombineFn):
+    """sizes -> (records, bytes)"""
+
     def create_accumulator(self):
         return (0, 0)
 
@@ -51,23 +61,51 @@ class _SumCountBytes(beam.CombineFn):
         return acc
 
 
-def _shard_counts_per_bucket(element, shard_size_mb, images_per_shard):
-    # element: (None, [(split, (records, bytes))]) -> ((split, bucket), (_FACT, shards))
-    _, totals = element
-    counts = plan_shard_counts({s: SplitTotals(*v) for s, v in totals}, shard_size_mb, images_per_shard)
+class _MergeTotals(beam.CombineFn):
+    """{key: (records, bytes)} dicts -> one dict with the sums per key."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, totals):
+        for key, (records, size) in totals.items():
+            r, b = acc.get(key, (0, 0))
+            acc[key] = (r + records, b + size)
+        return acc
+
+    def merge_accumulators(self, accs):
+        merged = {}
+        for acc in accs:
+            self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _shard_counts_per_bucket(totals, shard_size_mb, images_per_shard):
+    # totals: {split: (records, bytes)} -> ((split, bucket), (_FACT, shards)) for every bucket
+    counts = plan_shard_counts({s: SplitTotals(*v) for s, v in totals.items()}, shard_size_mb, images_per_shard)
     for split, shards in sorted(counts.items()):
         for bucket in range(JOIN_BUCKETS):
             yield (split, bucket), (_FACT, shards)
 
 
 def _assign_shards(element, ratios):
-    # element: ((split, bucket), [(_FACT, shards), (_REF, ImageRef), ...]) -> ((split, shard, shards), ImageRef)
+    # ((split, bucket), [(_FACT, shards), (_REF, ImageRef), ...]) -> [((split, shard, shards), ImageRef)]
     (split, _), tagged = element
     tagged = list(tagged)
     shards = next(value for tag, value in tagged if tag == _FACT)
-    for tag, ref in tagged:
-        if tag == _REF:
-            yield (split, assign_shard(ref.key, split, ratios, shards), shards), ref
+    return [((split, assign_shard(ref.key, split, ratios, shards), shards), ref) for tag, ref in tagged if tag == _REF]
+
+
+def _shard_totals(assigned):
+    # [((split, shard, shards), ImageRef)] -> {(split, shard, shards): (records, bytes)}
+    totals = {}
+    for key, ref in assigned:
+        records, size = totals.get(key, (0, 0))
+        totals[key] = (records + 1, size + ref.size)
+    return totals
 
 
 def _plan_document(counts: dict, totals: dict) -> dict:
@@ -79,13 +117,12 @@ def _plan_document(counts: dict, totals: dict) -> dict:
     return {"splits": splits}
 
 
-def _write_plan_and_bases(element, output, s3_settings=None):
-    # element: (None, [((split, shard, shards), (records, bytes))]) -> ((split, shard, shards), (_FACT, first id))
-    _, per_shard = element
+def _write_plan_and_bases(per_shard, output, s3_settings=None):
+    # {(split, shard, shards): (records, bytes)} -> ((split, shard, shards), (_FACT, first id))
     if s3_settings is not None:  # this runs in a worker: Beam's --s3_* options do not reach it
         s3.configure(s3_settings)
     counts, totals = {}, {}
-    for key, (records, size) in per_shard:
+    for key, (records, size) in per_shard.items():
         counts[key] = records
         split_records, split_bytes = totals.get(key[0], (0, 0))
         totals[key[0]] = (split_records + records, split_bytes + size)
@@ -96,7 +133,7 @@ def _write_plan_and_bases(element, output, s3_settings=None):
 
 
 def _with_first_id(element):
-    # element: ((split, shard, shards), [(_FACT, first id), (_REF, ImageRef), ...])
+    # ((split, shard, shards), [(_FACT, first id), (_REF, ImageRef), ...])
     key, tagged = element
     first_id, refs = None, []
     for tag, value in tagged:
@@ -112,42 +149,43 @@ class PlanShards(beam.PTransform):
 
     def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, s3_settings=None):
         super().__init__()
-        self._s3 = s3_settings
         self._ratios = ratios
         self._shard_size_mb = shard_size_mb
         self._images_per_shard = images_per_shard
         self._output = output_root
+        self._s3 = s3_settings
 
     def expand(self, refs):
+        ratios = self._ratios
+        # ((split, bucket), ImageRef)
+        bucketed = refs | "KeyByBucket" >> beam.Map(lambda r: ((r.split, key_bucket(r.key, r.split, ratios)), r))
         # ((split, bucket), (_FACT, shards)) for every bucket of every split
         shard_counts = (
-            refs
-            | "SizeBySplit" >> beam.Map(lambda r: (r.split, r.size))
-            | "SplitTotals" >> beam.CombinePerKey(_SumCountBytes())
-            | "KeyTotalsAsOne" >> beam.Map(lambda kv: (None, kv))
-            | "AllTotals" >> beam.GroupByKey()
+            bucketed
+            | "SizeByBucket" >> beam.Map(lambda kv: (kv[0], kv[1].size))
+            | "BucketTotals" >> beam.CombinePerKey(_SumCountBytes())
+            | "BySplit" >> beam.Map(lambda kv: {kv[0][0]: kv[1]})
+            | "SplitTotals" >> beam.CombineGlobally(_MergeTotals()).without_defaults()
             | "ShardCounts" >> beam.FlatMap(_shard_counts_per_bucket, self._shard_size_mb, self._images_per_shard)
         )
-        # ((split, bucket), (_REF, ImageRef))
-        bucketed = refs | "KeyByBucket" >> beam.Map(lambda r: ((r.split, r.key % JOIN_BUCKETS), (_REF, r)))
-        # ((split, shard, shards), ImageRef)
-        keyed = (
-            (shard_counts, bucketed)
+        # [((split, shard, shards), ImageRef)], one list per bucket
+        assigned = (
+            (shard_counts, bucketed | "TagRefs" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1]))))
             | "JoinCounts" >> beam.Flatten()
             | "GroupByBucket" >> beam.GroupByKey()
-            | "AssignShard" >> beam.FlatMap(_assign_shards, self._ratios)
+            | "AssignShards" >> beam.Map(_assign_shards, ratios)
         )
         # ((split, shard, shards), (_FACT, first id)); writes the plan
         first_ids = (
-            keyed
-            | "SizeByShard" >> beam.Map(lambda kv: (kv[0], kv[1].size))
-            | "ShardTotals" >> beam.CombinePerKey(_SumCountBytes())
-            | "KeyShardTotalsAsOne" >> beam.Map(lambda kv: (None, kv))
-            | "AllShardTotals" >> beam.GroupByKey()
+            assigned
+            | "ShardTotalsInBucket" >> beam.Map(_shard_totals)
+            | "ShardTotals" >> beam.CombineGlobally(_MergeTotals()).without_defaults()
             | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._s3)
         )
+        # ((split, shard, shards), (_REF, ImageRef))
+        tagged_refs = assigned | "TagAssigned" >> beam.FlatMap(lambda pairs: ((k, (_REF, r)) for k, r in pairs))
         return (
-            (first_ids, keyed | "TagRefs" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1]))))
+            (first_ids, tagged_refs)
             | "JoinFirstIds" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "WithFirstId" >> beam.Map(_with_first_id)
