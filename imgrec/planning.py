@@ -117,10 +117,6 @@ def assign_shard(key: int, split: str, ratios: SplitRatios, shards: int) -> int:
     sort; the shard of an image depends only on its key and the shard count.
     """
     lo, hi = split_range(split, ratios)
-    if not lo <= key < hi:
-        # --stratify moved this image out of its key's split: spread such images over the
-        # whole key space instead (never happens without --stratify).
-        return key * shards >> 64
     return min(shards - 1, (key - lo) * shards // (hi - lo))
 
 
@@ -222,6 +218,16 @@ def split_of_rank(rank: int, counts: Mapping[str, int], ratios: SplitRatios) -> 
         if rank < cut:
             return split
     raise AssertionError("rank %d beyond the stratum's %d images" % (rank, cut))
+
+
+def key_in_split(key: int, split: str, ratios: SplitRatios) -> int:
+    """The key of an image that ``--stratify`` puts in ``split``: kept when it lies in the split's key
+    range, else mapped into that range in proportion, so shard planning (which places a key
+    inside its split's range) still applies and the order stays a fixed function of the key."""
+    lo, hi = split_range(split, ratios)
+    if lo <= key < hi:
+        return key
+    return lo + (key * (hi - lo) >> 64)
 
 
 def stratified_splits(keys: Sequence[tuple[int, str]], ratios: SplitRatios) -> list[str]:

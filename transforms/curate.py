@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 
 from imgrec import dedup, findings, s3, storage
 from imgrec.parallel import ordered_map
-from imgrec.planning import ImageRef, assign_split, quota_counts, split_of_rank, stratify_bucket
+from imgrec.planning import ImageRef, assign_split, key_in_split, quota_counts, split_of_rank, stratify_bucket
 
 FINDINGS = "findings"
 # Images hashed at once by one worker's threads.
@@ -179,8 +179,9 @@ def _assign_bucket(element, ratios):
     units.sort(key=lambda u: (u.key, u.first_path))
     for i, unit in enumerate(units):
         split = split_of_rank(first + i, quota, ratios)
+        key = key_in_split(unit.key, split, ratios)
         for ref in unit.refs:
-            yield ref._replace(split=split)
+            yield ref._replace(split=split, key=key)
 
 
 class Stratify(beam.PTransform):
