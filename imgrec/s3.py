@@ -497,8 +497,11 @@ def plan_concatenation(sizes: list[int]) -> list[list[tuple[int, int, int]]]:
     last = len(sizes) - 1
     for i, size in enumerate(sizes):
         pos = 0
-        if pending:  # top the gathered small sources up to the minimum with this source's head
-            take = min(size, MIN_PART_SIZE - pending_size)
+        if pending:
+            # Top the gathered small sources up to the minimum with this source's head when
+            # what is left of it can still be copied; a source too short to split is gathered whole.
+            need = MIN_PART_SIZE - pending_size
+            take = min(size, need) if size - need >= MIN_PART_SIZE or i == last else size
             if take:
                 pending.append((i, 0, take))
                 pending_size += take
@@ -544,11 +547,7 @@ def concatenate(dest: str, sources: list[tuple[str, int]]) -> None:
             if len(ranges) == 1 and (ranges[0][2] - ranges[0][1] >= MIN_PART_SIZE or number == len(parts)):
                 i, start, end = ranges[0]
                 src_bucket, src_key = located[i]
-                response = _call(
-                    "write", bucket, key, client().upload_part_copy, Bucket=bucket, Key=key, UploadId=upload,
-                    PartNumber=number, CopySource={"Bucket": src_bucket, "Key": src_key},
-                    CopySourceRange="bytes=%d-%d" % (start, end - 1), **_payer(),
-                )
+                response = _copy_part(bucket, key, upload, number, src_bucket, src_key, start, end)
                 etag = response["CopyPartResult"]["ETag"]
             else:
                 body = b"".join(_read_range(*located[i], start, end) for i, start, end in ranges)
@@ -564,6 +563,22 @@ def concatenate(dest: str, sources: list[tuple[str, int]]) -> None:
         except Exception as exc:  # noqa: BLE001 - the original error matters more; keep it propagating
             LOG.warning("could not abort the multipart upload of %s (%s)", dest, _one_line(exc))
         raise
+
+
+def _copy_part(bucket, key, upload, number, src_bucket, src_key, start, end) -> dict:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return client().upload_part_copy(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number,
+            CopySource={"Bucket": src_bucket, "Key": src_key}, CopySourceRange="bytes=%d-%d" % (start, end - 1),
+            **_payer(),
+        )
+    except (ClientError, BotoCoreError) as exc:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):  # the source shard, not the destination
+            raise storage_error(exc, "read", src_bucket, src_key) from None
+        raise storage_error(exc, "write", bucket, key) from None
 
 
 def _read_range(bucket: str, key: str, start: int, end: int) -> bytes:
