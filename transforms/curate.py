@@ -32,8 +32,9 @@ from imgrec.parallel import ordered_map
 from imgrec.planning import ImageRef, assign_split, key_in_split, quota_counts, split_of_rank, stratify_bucket
 
 FINDINGS = "findings"
-# Images hashed at once by one worker's threads.
-HASH_BATCH = 64
+# The refs are hashed in this many groups (each by one worker's threads): 14 M images
+# give groups of ~14k refs, a few MB of metadata each.
+HASH_GROUPS = 1024
 
 # Tags of joined values.
 _NATURAL, _BUCKET, _FACT, _UNIT = 0, 1, 2, 3
@@ -83,9 +84,10 @@ class _HashFn(beam.DoFn):
         s3.configure(self._s3)
         self._pool_threads = self._threads or os.cpu_count() or 1
 
-    def process(self, batch):
-        # batch: [ImageRef] -> (sha256, ImageRef)
-        for out in hash_batch(batch, *self._args, self._pool_threads):
+    def process(self, element):
+        # element: (group, [ImageRef]) -> (sha256, ImageRef)
+        _, refs = element
+        for out in hash_batch(refs, *self._args, self._pool_threads):
             self._hashed.inc()
             yield out
 
@@ -116,7 +118,10 @@ class GroupIdentical(beam.PTransform):
         o = self._options
         grouped = (
             refs
-            | "BatchForHashing" >> beam.BatchElements(min_batch_size=1, max_batch_size=HASH_BATCH)
+            # Groups of refs for the hashing threads, spread over the workers by a GroupByKey
+            # (as every stage here: it is translated by every runner).
+            | "KeyForHashing" >> beam.Map(lambda r: (r.key % HASH_GROUPS, r))
+            | "GroupForHashing" >> beam.GroupByKey()
             | "HashContent" >> beam.ParDo(_HashFn(o.input, o.split_seed, o.ratios, o.threads, o.s3))
             | "GroupByContent" >> beam.GroupByKey()
             | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes).with_output_types(Any).with_outputs(
