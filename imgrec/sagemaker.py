@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from imgrec.labels import CLASS_IDS, MULTI_HOT
+from imgrec.labels import CLASS_IDS
 
 CONTENT_TYPE = "application/x-recordio"
 # SageMaker documents the class-id layout of multi-label labels as a content-type parameter.

@@ -15,9 +15,8 @@ removed at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
-import os
 import shutil
 import tempfile
 import uuid
@@ -32,7 +31,6 @@ from imgrec.planning import SPLITS, SplitTotals, plan_shard_counts
 from imgrec.recordio import IRHEADER_SIZE
 from imgrec.summary import human_bytes
 
-LOG = logging.getLogger("pipeline.dryrun")
 COUNTS = WORK + "/dry-run-counts.json"
 SAMPLE = WORK + "/dry-run-sample.json"
 # Images re-encoded to estimate the output size when not storing the original bytes.
@@ -97,10 +95,8 @@ def scratch_root(options: ConvertOptions) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="imgrec-dry-run-"), True
 
 
-def dry_run(options: ConvertOptions, dataset, beam_args: list[str], quiet: bool = False) -> int:
+def dry_run(options: ConvertOptions, dataset, beam_args: list[str]) -> int:
     """Run the listing and split stages only, print the forecast; returns the exit code."""
-    import dataclasses
-
     from pipeline.run import build_front, pipeline_options, workers_options
 
     scratch, local = scratch_root(options)
@@ -203,8 +199,8 @@ def forecast(options: ConvertOptions, dataset, scratch: str) -> str:
 def _encoded_ratio(options: ConvertOptions, scratch: str) -> tuple[float, str]:
     """Output/input size ratio of re-encoding, measured on a sample of the images."""
     sample = _load(storage.join(scratch, SAMPLE), [])
-    before = after = 0
-    for relpath, size in sample:
+    before = after = encoded_count = 0
+    for relpath, _ in sample:
         try:
             data = storage.read_bytes(storage.join(options.input, relpath))
             info = images.check_structure(data, options.max_pixels)
@@ -213,6 +209,7 @@ def _encoded_ratio(options: ConvertOptions, scratch: str) -> tuple[float, str]:
             continue
         before += len(data)
         after += len(encoded)
+        encoded_count += 1
     if not before:
         return 1.0, "re-encoded size unknown: no sample image could be encoded; input size shown"
-    return after / before, "re-encoded size estimated from %d sample images" % len([s for s in sample])
+    return after / before, "re-encoded size estimated from %d sample images" % encoded_count

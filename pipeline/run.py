@@ -102,13 +102,23 @@ def pipeline_options(beam_args: list[str], classes: int = 1) -> tuple[PipelineOp
         # Beam's DirectRunner first tries to download the Prism runner binary, which
         # fails (slowly) offline; the FnApiRunner is what it falls back to anyway.
         direct = opts.view_as(DirectOptions)
-        if not direct.direct_num_workers:
+        given = " ".join(args)
+        if "--direct_num_workers" not in given:  # Beam's default is 1; ours is one worker per core
             direct.direct_num_workers = os.cpu_count() or 1
-        if direct.direct_running_mode == "in_memory" and "--direct_running_mode" not in " ".join(args):
-            direct.direct_running_mode = "multi_processing" if direct.direct_num_workers > 1 else "in_memory"
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        return opts, FnApiRunner()
+        if "--direct_running_mode" in given or direct.direct_num_workers == 1:
+            return opts, FnApiRunner()
+        # One worker process per core, started as `python -m pipeline.worker` (Beam's own
+        # multi_processing mode starts the same harness, but it prints its connection log
+        # to the terminal). The runner keeps an environment it is given only in its
+        # in_memory mode, which then warns that it will not be parallel: it is.
+        from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+        direct.direct_running_mode = "in_memory"
+        logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").setLevel(logging.ERROR)
+        worker = SubprocessSDKEnvironment.from_command_string("%s -m pipeline.worker" % sys.executable)
+        return opts, FnApiRunner(default_environment=worker)
     if runner == RUNNER_ALIASES["DaskRunner"]:
         from apache_beam.runners.dask.dask_runner import DaskOptions
 
@@ -234,7 +244,39 @@ def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str]
         options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.s3
     )
     # {split, shard, shards, records, bytes, sha256}
-    return groups | "WriteShards" >> WriteShards(options, layout)
+    written = groups | "WriteShards" >> WriteShards(options, layout)
+    join_branches(p)
+    return written
+
+
+class _Leaves(beam.pipeline.PipelineVisitor):
+    """The PCollections that no step reads (main or side input)."""
+
+    def __init__(self):
+        self.produced, self.consumed = [], set()
+
+    def visit_transform(self, node):
+        self.consumed.update(id(pc) for pc in node.inputs)
+        self.consumed.update(id(si.pvalue) for si in node.side_inputs)
+        self.produced.extend(pc for pc in node.outputs.values() if isinstance(pc, beam.PCollection))
+
+    def leaves(self):
+        return [pc for pc in self.produced if id(pc) not in self.consumed]
+
+
+def join_branches(p: beam.Pipeline) -> None:
+    """Make the pipeline's last step depend on every branch.
+
+    Beam's Dask runner computes only the last step applied and what it depends on, so a
+    branch that only writes files (the report fragments) would never run there. Joining
+    the ends costs nothing on other runners: one None per element, then nothing.
+    """
+    visitor = _Leaves()
+    p.visit(visitor)
+    ends = visitor.leaves()
+    if len(ends) > 1:
+        nones = [pc | "End%d" % i >> beam.Map(lambda _: None) for i, pc in enumerate(ends)]
+        nones | "JoinEnds" >> beam.Flatten() | "Finish" >> beam.Filter(lambda _: False)
 
 
 # How a StorageError raised in a Beam worker reaches the launcher: as itself, its
@@ -276,8 +318,11 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     level = logging.WARNING if ns.quiet else getattr(logging, ns.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("apache_beam", "botocore", "urllib3", "smart_open"):
+    for noisy in ("botocore", "urllib3", "smart_open"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
+    # Beam's own log (and the worker logs it relays) is for debugging the runner: a failed
+    # job ends with one line of ours instead. --log-level DEBUG shows all of it.
+    logging.getLogger("apache_beam").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_HideStorageErrorTracebacks())
     started = STARTED
@@ -289,7 +334,7 @@ def run(argv: list[str] | None = None) -> int:
         if options.dry_run:
             from pipeline.dryrun import dry_run
 
-            return dry_run(options, dataset, beam_args, quiet=ns.quiet)
+            return dry_run(options, dataset, beam_args)
         prepare_output(options)
         opts, runner = pipeline_options(beam_args, dataset.first_elements())
         LOG.info("%d classes under %s; writing to %s", len(classes), options.input, options.output)

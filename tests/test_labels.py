@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -320,6 +321,17 @@ def test_csv_labels_end_to_end_report_missing_and_unlisted(flat_input, tmp_path)
     assert [r for r in report if r["kind"] == "unlisted"] == [{"kind": "unlisted", "path": p} for p, _ in rows[:2]]
     assert m["report_counts"]["unlisted"] == 2 and m["errors_by_reason"] == {"missing": 1}
     assert "2 unlisted" in proc.stdout and "missing" in proc.stdout
+
+
+def test_dry_run_with_labels_reports_without_writing(flat_input, tmp_path):
+    root, rows = flat_input
+    (tmp_path / "labels.csv").write_text("".join("%s,%s\n" % r for r in rows[1:]) + "img/gone.jpg,cat\n")
+    out = tmp_path / "out"
+    proc = run_cli("--input", root, "--labels", tmp_path / "labels.csv", "--output", out, "--dry-run")
+    assert not out.exists()
+    assert "%d images would be converted into 5 classes." % (len(rows) - 1) in proc.stdout
+    assert re.search(r"missing\s+1", proc.stdout) and "Findings: 1 unlisted" in proc.stdout
+    assert '{"kind": "unlisted", "path": "%s"}' % rows[0][0] in proc.stdout
 
 
 def test_bad_label_file_is_refused_line_by_line(flat_input, tmp_path):
