@@ -1,0 +1,19 @@
+"""A worker process of the local runner: Beam's SDK harness, minus its start-up chatter.
+
+The default runner starts one of these per core (``python -m pipeline.worker``).
+A handler on the root logger before Beam is imported keeps the harness from
+configuring a stderr handler of its own, so the user's terminal shows our
+progress line, not each worker's connection log. Everything the worker logs
+still reaches the launcher through Beam's logging service (shown with
+``--log-level DEBUG``).
+"""
+
+import logging
+import sys
+
+logging.getLogger().addHandler(logging.NullHandler())
+
+from apache_beam.runners.worker import sdk_worker_main  # noqa: E402  (after the handler, on purpose)
+
+if __name__ == "__main__":
+    sdk_worker_main.main(sys.argv)
