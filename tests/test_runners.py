@@ -172,6 +172,29 @@ def test_dask_runner_writes_the_same_bytes_spread_over_two_workers(photos, refer
     assert len(writers) == 2, "all %d shards were written by one worker" % len(shards)
 
 
+def test_every_branch_runs_on_dask(dask_cluster, tmp_path):
+    """Beam's Dask runner computes only the last step applied: join_branches makes it depend on all."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dask.dask_runner import DaskRunner
+
+    from pipeline.run import join_branches
+
+    _, address, _ = dask_cluster
+    folder = str(tmp_path)
+    p = beam.Pipeline(runner=DaskRunner(), options=PipelineOptions(["--dask_client_address=%s" % address]))
+    numbers = p | beam.Create([1, 2, 3])
+    numbers | "OnlyWritesFiles" >> beam.Map(lambda n: Path(folder, "side-%d" % n).write_text("x"))
+    numbers | "Main" >> beam.Map(lambda n: n * 2)
+    join_branches(p)
+    result = p.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        result.client.close()  # the runner's own client; the cluster outlives this test
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["side-1", "side-2", "side-3"]
+
+
 # ---------------------------------------------------------------------------- Portable
 
 
