@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -115,8 +116,12 @@ class LabelSpec:
     name_to_id: tuple[tuple[str, int], ...] = ()
     labels_as: str = AUTO  # --labels-as, as given
 
+    @functools.cached_property
+    def _name_index(self) -> dict[str, int]:
+        return dict(self.name_to_id)
+
     def ids_of(self, entry: Entry) -> tuple[int, ...]:
-        return class_ids(entry, self.reading, dict(self.name_to_id))
+        return class_ids(entry, self.reading, self._name_index)
 
 
 @dataclass
