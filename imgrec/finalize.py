@@ -135,6 +135,7 @@ def finalize(
     splits_doc: dict[str, Any] = {}
     class_counts: dict[str, dict[str, int]] = {}
     edges: dict[int, int] = {}  # shorter edge of the stored images -> count
+    merged_text: dict[str, str] = {}
     for split in SPLITS:
         if split not in plan["splits"]:
             continue
@@ -178,8 +179,7 @@ def finalize(
             "merged_idx": layout.merged_idx(split),
             "shards": shard_docs,
         }
-        if options.single_file:
-            splits_doc[split]["single_file"] = write_single_file(out, layout, split, shard_docs, "".join(merged))
+        merged_text[split] = "".join(merged)
 
     storage.write_text(
         storage.join(out, CLASSES_JSON), json.dumps({name: i for i, name in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n"
@@ -187,10 +187,6 @@ def finalize(
     storage.write_text(storage.join(out, LABELS_TXT), "".join(name + "\n" for name in classes))
     if report_counts is not None:
         storage.write_text(storage.join(out, REPORT), findings.to_jsonl(report_items))
-    sagemaker_doc = sagemaker_document(
-        out, len(classes), splits_doc, options.label_format, options.label_width, edges, options.encode.color
-    )
-    storage.write_text(storage.join(out, SAGEMAKER), json.dumps(sagemaker_doc, indent=2) + "\n")
     errors.sort(key=lambda e: (e.path, e.stage, e.reason))
     storage.write_text(storage.join(out, ERRORS), to_jsonl(errors))
     inputs = listed + sum(1 for e in errors if e.stage == STAGE_LIST)
@@ -201,6 +197,13 @@ def finalize(
             "see %s for each one and why" % (len(errors), inputs, limit, storage.join(out, ERRORS))
         )
 
+    if options.single_file:  # after the --max-errors check: no copying for a refused dataset
+        for split, doc in splits_doc.items():
+            doc["single_file"] = write_single_file(out, layout, split, doc["shards"], merged_text[split])
+    sagemaker_doc = sagemaker_document(
+        out, len(classes), splits_doc, options.label_format, options.label_width, edges, options.encode.color
+    )
+    storage.write_text(storage.join(out, SAGEMAKER), json.dumps(sagemaker_doc, indent=2) + "\n")
     reasons: dict[str, int] = {}
     for e in errors:
         reasons[e.reason] = reasons.get(e.reason, 0) + 1
