@@ -37,6 +37,19 @@ LABELLED = "labelled"
 IGNORED = "ignored_non_image"
 
 
+# A stage that yields both its main elements and findings tags each value (MAIN, x) or (FOUND, finding)
+# in one output, and plain FlatMaps split them: Beam's Dask runner does not separate tagged outputs.
+MAIN, FOUND = 0, 1
+
+
+def main_of(tagged) -> list:
+    return [tagged[1]] if tagged[0] == MAIN else []
+
+
+def found_of(tagged) -> list:
+    return [tagged[1]] if tagged[0] == FOUND else []
+
+
 def error_item(path: str, reason: str, detail: str) -> dict:
     return {"kind": ERROR, "path": path, "reason": reason, "stage": STAGE_LIST, "detail": detail}
 

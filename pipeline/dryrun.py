@@ -97,7 +97,7 @@ def scratch_root(options: ConvertOptions) -> tuple[str, bool]:
 
 def dry_run(options: ConvertOptions, dataset, beam_args: list[str]) -> int:
     """Run the listing and split stages only, print the forecast; returns the exit code."""
-    from pipeline.run import build_front, pipeline_options, workers_options
+    from pipeline.run import build_front, join_branches, pipeline_options, workers_options
 
     scratch, local = scratch_root(options)
     try:
@@ -106,6 +106,7 @@ def dry_run(options: ConvertOptions, dataset, beam_args: list[str]) -> int:
         p = beam.Pipeline(runner=runner, options=opts)
         refs = build_front(p, job, dataset.classes, dataset.source, dataset.folders if dataset.source is None else None)
         refs | "DryRunCounts" >> DryRunCounts(job.output, max(1, options.label_width) if options.label_format else 0)
+        join_branches(p)  # Dask computes only the last step: make it depend on every branch
         p.run().wait_until_finish()
         text = forecast(options, dataset, job.output)
     finally:

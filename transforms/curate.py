@@ -21,17 +21,13 @@ import json
 import os
 from typing import NamedTuple
 
-from typing import Any
-
 import apache_beam as beam
-from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from imgrec import dedup, findings, s3, storage
 from imgrec.parallel import ordered_map
 from imgrec.planning import ImageRef, assign_split, key_in_split, quota_counts, split_of_rank, stratify_bucket
 
-FINDINGS = "findings"
 # The refs are hashed in this many groups (each by one worker's threads): 14 M images
 # give groups of ~14k refs, a few MB of metadata each.
 HASH_GROUPS = 1024
@@ -93,17 +89,17 @@ class _HashFn(beam.DoFn):
 
 
 def _resolve_group(element, dedup_on: bool, classes):
-    # element: (sha256, [ImageRef]) -> Unit; findings
+    # element: (sha256, [ImageRef]) -> (MAIN, Unit) | (FOUND, finding)
     sha, refs = element
     refs = list(refs)
     if sha.startswith("unread:"):
         for ref in refs:
-            yield single_unit(ref)
+            yield findings.MAIN, single_unit(ref)
         return
     kept, found = dedup.resolve_identical(sha, refs, dedup_on, classes)
     for item in found:
-        yield pvalue.TaggedOutput(FINDINGS, (item["kind"], 1, item))
-    yield Unit(kept[0].label, kept[0].key, kept[0].relpath, tuple(kept))
+        yield findings.FOUND, (item["kind"], 1, item)
+    yield findings.MAIN, Unit(kept[0].label, kept[0].key, kept[0].relpath, tuple(kept))
 
 
 class GroupIdentical(beam.PTransform):
@@ -124,11 +120,9 @@ class GroupIdentical(beam.PTransform):
             | "GroupForHashing" >> beam.GroupByKey()
             | "HashContent" >> beam.ParDo(_HashFn(o.input, o.split_seed, o.ratios, o.threads, o.s3))
             | "GroupByContent" >> beam.GroupByKey()
-            | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes).with_output_types(Any).with_outputs(
-                FINDINGS, main="units"
-            )
+            | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes)
         )
-        return grouped.units, grouped[FINDINGS]
+        return grouped | "Units" >> beam.FlatMap(findings.main_of), grouped | "Findings" >> beam.FlatMap(findings.found_of)
 
 
 # ---------------------------------------------------------------- stratified splits

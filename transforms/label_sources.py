@@ -22,18 +22,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from typing import Any
-
 import apache_beam as beam
-from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from imgrec import classmap, findings, labels, s3, storage
 from imgrec.options import ConvertOptions
 from imgrec.planning import ImageRef, assign_split, image_key
 from transforms.list_images import classify_entry
-
-FINDINGS = "findings"
 
 # Tags of the values that meet at a path.
 _ENTRY, _FILE, _BAD = 0, 1, 2
@@ -84,7 +79,6 @@ def _with_names(spec: labels.LabelSpec, classes) -> labels.LabelSpec:
     return replace(spec, name_to_id=tuple((name, i) for i, name in enumerate(classes)))
 
 
-@beam.typehints.with_output_types(Any)  # tagged outputs: no inferred element type
 class _ParseChunkFn(beam.DoFn):
     def __init__(self, spec: labels.LabelSpec, s3_settings):
         self._spec = spec
@@ -103,11 +97,10 @@ class _ParseChunkFn(beam.DoFn):
             if not labels.has_image_ext(entry.relpath, self._spec.exts):
                 detail = "line %d of %s: the extension is not one of --exts (%s)" % (
                     entry.lineno, name, ",".join(self._spec.exts))
-                yield pvalue.TaggedOutput(
-                    FINDINGS, (findings.ERROR, 1, findings.error_item(entry.relpath, "unsupported_ext", detail))
+                yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(entry.relpath, "unsupported_ext", detail))
                 )
                 continue
-            yield entry.relpath, (_ENTRY, (entry.lineno, self._spec.ids_of(entry)))
+            yield findings.MAIN, (entry.relpath, (_ENTRY, (entry.lineno, self._spec.ids_of(entry))))
 
 
 def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
@@ -126,7 +119,6 @@ def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
     return out
 
 
-@beam.typehints.with_output_types(Any)
 class _ListFolderFn(beam.DoFn):
     def __init__(self, input_root: str, exts, s3_settings):
         self._input = input_root
@@ -152,13 +144,13 @@ class _ListFolderFn(beam.DoFn):
             verdict = classify_entry(entry, self._exts)
             if verdict is True:
                 self._listed.inc()
-                yield entry.relpath, (_FILE, entry.size)
+                yield findings.MAIN, (entry.relpath, (_FILE, entry.size))
             elif verdict is False:
                 ignored += 1
             else:
-                yield entry.relpath, (_BAD, verdict.to_json())
+                yield findings.MAIN, (entry.relpath, (_BAD, verdict.to_json()))
         if ignored:
-            yield pvalue.TaggedOutput(FINDINGS, (findings.IGNORED, ignored, None))
+            yield (findings.FOUND, (findings.IGNORED, ignored, None))
 
 
 def resolve_path(element, label_file: str, ratios, seed: str, single_label: bool):
@@ -175,30 +167,30 @@ def resolve_path(element, label_file: str, ratios, seed: str, single_label: bool
             bad = value
     if not entries:
         if size is not None:
-            yield pvalue.TaggedOutput(FINDINGS, (findings.UNLISTED, 1, {"kind": findings.UNLISTED, "path": relpath}))
+            yield (findings.FOUND, (findings.UNLISTED, 1, {"kind": findings.UNLISTED, "path": relpath}))
         return
     entries.sort()
     lines = ", ".join(str(line) for line, _ in entries)
     if len({tuple(ids) for _, ids in entries}) > 1:
         detail = "listed with different labels on lines %s of %s" % (lines, label_file)
-        yield pvalue.TaggedOutput(FINDINGS, (findings.ERROR, 1, findings.error_item(relpath, "conflicting_lines", detail)))
+        yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(relpath, "conflicting_lines", detail)))
         return
     if len(entries) > 1:
         item = {"kind": "repeated_line", "path": relpath, "lines": [line for line, _ in entries]}
-        yield pvalue.TaggedOutput(FINDINGS, ("repeated_line", 1, item))
+        yield (findings.FOUND, ("repeated_line", 1, item))
     line, ids = entries[0]
     if bad is not None:
         detail = "listed on line %d of %s; %s" % (line, label_file, bad.get("detail", ""))
-        yield pvalue.TaggedOutput(FINDINGS, (findings.ERROR, 1, findings.error_item(relpath, bad["reason"], detail)))
+        yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(relpath, bad["reason"], detail)))
         return
     if size is None:
         detail = "listed on line %d of %s, but not found under the input folder" % (line, label_file)
-        yield pvalue.TaggedOutput(FINDINGS, (findings.ERROR, 1, findings.error_item(relpath, "missing", detail)))
+        yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(relpath, "missing", detail)))
         return
     key = image_key(relpath, seed)
     label = ids[0] if single_label else tuple(ids)
-    yield pvalue.TaggedOutput(FINDINGS, (findings.LABELLED, 1, None))
-    yield ImageRef(relpath, size, label, assign_split(key, ratios), key)
+    yield (findings.FOUND, (findings.LABELLED, 1, None))
+    yield findings.MAIN, ImageRef(relpath, size, label, assign_split(key, ratios), key)
 
 
 class LabelSources(beam.PTransform):
@@ -212,28 +204,26 @@ class LabelSources(beam.PTransform):
     def expand(self, pbegin):
         source, options = self._source, self._options
         folders = list(source.folders) + ([""] if source.root_files else [])
-        # (relpath, (_ENTRY, (line, ids))); findings
+        # (MAIN, (relpath, (_ENTRY, (line, ids)))) | (FOUND, finding)
         parsed = (
             pbegin
             | "LabelChunks" >> beam.Create([(c.index, c) for c in source.chunks])
             # Spread the chunks over workers before parsing (Create may hand them all to one).
             | "SpreadChunks" >> beam.GroupByKey()
             | "UnkeyChunks" >> beam.FlatMap(lambda kv: kv[1])
-            | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, options.s3)).with_outputs(FINDINGS, main="entries")
+            | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, options.s3))
         )
-        # (relpath, (_FILE, size) | (_BAD, error)); findings
+        # (MAIN, (relpath, (_FILE, size) | (_BAD, error))) | (FOUND, finding)
         listed = (
             pbegin
             | "Folders" >> beam.Create(list(enumerate(folders)))
             | "SpreadFolders" >> beam.GroupByKey()
             | "UnkeyFolders" >> beam.FlatMap(lambda kv: kv[1])
-            | "ListFolder" >> beam.ParDo(_ListFolderFn(options.input, options.exts, options.s3)).with_outputs(
-                FINDINGS, main="files"
-            )
+            | "ListFolder" >> beam.ParDo(_ListFolderFn(options.input, options.exts, options.s3))
         )
-        # ImageRef; findings
+        # (MAIN, ImageRef) | (FOUND, finding)
         joined = (
-            (parsed.entries, listed.files)
+            (parsed | "Entries" >> beam.FlatMap(findings.main_of), listed | "Files" >> beam.FlatMap(findings.main_of))
             | "JoinByPath" >> beam.Flatten()
             | "GroupByPath" >> beam.GroupByKey()
             | "ResolvePath" >> beam.FlatMap(
@@ -242,7 +232,12 @@ class LabelSources(beam.PTransform):
                 options.ratios,
                 options.split_seed,
                 not options.label_format,
-            ).with_output_types(Any).with_outputs(FINDINGS, main="refs")
+            )
         )
-        found = (parsed[FINDINGS], listed[FINDINGS], joined[FINDINGS]) | "AllFindings" >> beam.Flatten()
-        return joined.refs, found
+        found = (
+            (parsed, listed, joined)
+            | "AllTagged" >> beam.Flatten()
+            | "AllFindings" >> beam.FlatMap(findings.found_of)
+        )
+        refs = joined | "Refs" >> beam.FlatMap(findings.main_of)
+        return refs, found
