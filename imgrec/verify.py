@@ -138,8 +138,38 @@ class _HashingReader:
 # ---------------------------------------------------------------- one record
 
 
-def label_problem(labels: tuple[float, ...], num_classes: int) -> str | None:
-    """Why these labels are not class indexes of a map with ``num_classes`` classes, or None."""
+@dataclass(frozen=True)
+class LabelSpec:
+    """How records store labels (``manifest["labels"]``): one class index, or a fixed-width vector."""
+
+    format: str = "single"  # "single" | "multi-hot" | "class-ids"
+    width: int = 1
+    pad: float = -1.0
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "LabelSpec":
+        doc = manifest.get("labels") or {}
+        return cls(doc.get("format", "single"), int(doc.get("width", 1)), float(doc.get("pad", -1.0)))
+
+    def class_ids(self, labels: tuple[float, ...]) -> tuple[int, ...]:
+        """The classes a record's labels stand for (assumes ``label_problem`` found nothing)."""
+        if self.format == "multi-hot":
+            return tuple(i for i, v in enumerate(labels) if v == 1)
+        if self.format == "class-ids":
+            return tuple(int(v) for v in labels if v != self.pad)
+        return (int(labels[0]),) if labels else ()
+
+
+def label_problem(labels: tuple[float, ...], num_classes: int, spec: "LabelSpec | None" = None) -> str | None:
+    """Why these labels do not fit the class map and the label layout, or None."""
+    spec = spec or LabelSpec()
+    if spec.format != "single" and len(labels) != spec.width:
+        return "record holds %d labels, the dataset's label width is %d" % (len(labels), spec.width)
+    if spec.format == "multi-hot":
+        bad = [v for v in labels if v not in (0.0, 1.0)]
+        return "multi-hot label holds %r, not 0 or 1" % bad[0] if bad else None
+    if spec.format == "class-ids":
+        labels = tuple(v for v in labels if v != spec.pad)
     for value in labels:
         if not math.isfinite(value) or value != int(value):
             return "label %r is not a class index (a whole number)" % value
@@ -215,6 +245,7 @@ def read_shard(
     index: list[tuple[int, int]] | None = None,
     reopen: Callable[[], ContextManager[BinaryIO]] | None = None,
     expected_size: int | None = None,
+    spec: LabelSpec | None = None,
 ) -> ShardResult:
     """Read one ``.rec`` stream front to back and check every record in it.
 
@@ -259,7 +290,7 @@ def read_shard(
                 continue
             result.entries.append((header.id, raw.offset))
             labels = _labels_of(header)
-            why = label_problem(labels, num_classes)
+            why = label_problem(labels, num_classes, spec)
             if why:
                 record_problems.append((i, Problem(name, "%s: %s" % (_where(i, header.id, raw.offset), why))))
             result.labels[header.id] = labels
@@ -438,6 +469,7 @@ def _check_class_files(out: str, classes: list[str]) -> list[Problem]:
 
 def _check_split(out, split, doc, manifest, classes, present, listed, decode, threads, report) -> dict[str, int]:
     problems = report.problems
+    spec = LabelSpec.from_manifest(manifest)
     seen_ids: dict[int, str] = {}
     labels_by_id: dict[int, tuple[float, ...]] = {}
     merged_expected: list[tuple[int, int]] = []
@@ -455,7 +487,7 @@ def _check_split(out, split, doc, manifest, classes, present, listed, decode, th
             with storage.open_read(rec_uri) as f:
                 result = read_shard(
                     f, rec_rel, len(classes), decode, threads, index,
-                    reopen=lambda: storage.open_read(rec_uri), expected_size=shard.get("bytes"),
+                    reopen=lambda: storage.open_read(rec_uri), expected_size=shard.get("bytes"), spec=spec,
                 )
         except FileNotFoundError:
             problems.append(Problem(rec_rel, "missing (listed in %s)" % MANIFEST))
@@ -500,11 +532,12 @@ def _check_split(out, split, doc, manifest, classes, present, listed, decode, th
         labels_by_id.update(result.labels)
         report.records += len(result.entries)
 
+    # images per class (a multi-label image counts once for each of its classes)
     counts: dict[str, int] = {name: 0 for name in classes}
     for labels in labels_by_id.values():
-        first = labels[0] if labels else -1
-        if first == int(first) and 0 <= int(first) < len(classes):
-            counts[classes[int(first)]] += 1
+        if label_problem(labels, len(classes), spec) is None:
+            for class_id in spec.class_ids(labels):
+                counts[classes[class_id]] += 1
     if split_clean:
         problems.extend(_check_split_totals(out, split, doc, manifest, classes, counts, labels_by_id))
     merged_rel = doc.get("merged_idx")
@@ -522,7 +555,7 @@ def _check_split(out, split, doc, manifest, classes, present, listed, decode, th
 
 def _check_split_totals(out, split, doc, manifest, classes, counts, labels_by_id) -> list[Problem]:
     problems = []
-    total = sum(counts.values())
+    total = len(labels_by_id)
     if doc.get("records") != total:
         problems.append(Problem(MANIFEST, "split %s: %s records listed, %d found in its shards" % (split, doc.get("records"), total)))
     expected = manifest.get("class_counts", {}).get(split)

@@ -5,6 +5,8 @@ built per module; every corruption test damages its own copy of it.
 """
 
 import collections
+import json
+import re
 import io
 import shutil
 import struct
@@ -319,3 +321,38 @@ def test_compare_index():
         "a.idx: line 4: key 3 points at byte 300, but the shard has only 3 records"
     ]
     assert V.compare_index(found[:1], found, "a.idx", False) == []  # shard unreadable after record 0: said elsewhere
+
+
+@pytest.mark.parametrize("label_format", ["multi-hot", "class-ids"])
+def test_verify_reads_multi_label_outputs(tmp_path, label_format):
+    """Multi-label records are checked against the manifest's label layout, not as class indexes."""
+    import struct
+
+    from conftest import SAMPLE, run_cli
+    from imgrec import recordio
+
+    out = tmp_path / "out"
+    run_cli("--input", SAMPLE, "--output", out, "--label-format", label_format, "--train-ratio", "1", "--val-ratio", "0")
+    ok = run_cli(out, module="pipeline.verify", check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"cat\s+6\s", ok.stdout)
+
+    # Make one record's label vector invalid for its layout (a 2 in a multi-hot vector,
+    # a class id past the class map for class ids) and check that verify names it.
+    m = json.loads((out / "manifest.json").read_text())
+    rec = out / m["splits"]["train"]["shards"][0]["rec"]
+    with open(rec, "rb") as f:
+        records = list(recordio.read_records(f))
+    header, image = recordio.unpack(records[0].payload)
+    bad = (2.0,) + header.label[1:] if label_format == "multi-hot" else (9.0,) + header.label[1:]
+    payload = recordio.pack(bad, header.id, image)
+    data = bytearray(rec.read_bytes())
+    framed = b"".join(bytes(p) for p in recordio.frame(payload))
+    assert len(framed) == len(b"".join(bytes(p) for p in recordio.frame(records[0].payload)))
+    data[0 : len(framed)] = framed
+    rec.write_bytes(bytes(data))
+    proc = run_cli(out, module="pipeline.verify", check=False)
+    assert proc.returncode == 1
+    expected = "multi-hot label holds 2.0" if label_format == "multi-hot" else "label 9 is outside the class map"
+    assert expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
