@@ -22,6 +22,7 @@ from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, REPORT, SA
 from imgrec.errors import STAGE_LIST
 from imgrec.options import ConvertOptions, error_limit
 from imgrec.labels import decode_label
+from imgrec.incremental import Previous, batch_name
 from imgrec.planning import SPLITS
 from imgrec.sagemaker import sagemaker_document
 
@@ -46,19 +47,28 @@ class TooManyErrorsError(RuntimeError):
     """More inputs were skipped than --max-errors allows: no manifest is written."""
 
 
-def layout_for(options: ConvertOptions) -> Layout:
-    return Layout(options.name, options.idx_beside_rec)
+def layout_for(options: ConvertOptions, previous: Previous | None = None) -> Layout:
+    """File names of this run's shards: an increment's carry its number, so they never collide."""
+    name = batch_name(options.name, previous.batch) if previous else options.name
+    return Layout(name, options.idx_beside_rec)
 
 
 def dataset_identity(options: ConvertOptions) -> dict[str, Any]:
     return {"input": options.input, **options.fingerprint_fields()}
 
 
-def prepare_output(options: ConvertOptions) -> None:
+def prepare_output(options: ConvertOptions, previous: Previous | None = None) -> None:
+    """Guard ``--output`` and clear what a crashed run left; ``previous``: an --incremental run adds to it.
+
+    An increment keeps the manifest: the dataset stays complete and usable while new
+    shards are written under new names, and the manifest is replaced (atomically) last.
+    """
     out = options.output
     manifest_uri = storage.join(out, MANIFEST)
     existing = storage.list_recursive(out)
-    if MANIFEST in existing:
+    if previous is not None:
+        pass
+    elif MANIFEST in existing:
         try:
             old = json.loads(storage.read_text(manifest_uri))
         except (ValueError, UnicodeDecodeError):
@@ -95,10 +105,15 @@ def finalize(
     root_errors: list[ErrorRecord],
     extra: dict,
     listed_classes: list[int] | None = None,
+    previous: Previous | None = None,
 ) -> dict:
-    """Assemble the output; ``listed_classes`` are the class folders listed (default: every class)."""
+    """Assemble the output; ``listed_classes`` are the class folders listed (default: every class).
+
+    With ``previous`` (``--incremental``) the new shards are added to that dataset; when
+    there is nothing new to add, nothing in the output is touched.
+    """
     out = options.output
-    layout = layout_for(options)
+    layout = layout_for(options, previous)
 
     # Listing records: one per class folder.
     errors: list[ErrorRecord] = list(root_errors)
@@ -130,56 +145,29 @@ def finalize(
             "no images found under %s (extensions %s; %d other files ignored, %d unusable): nothing to convert"
             % (options.input, ",".join(options.exts), ignored, len(errors))
         )
-    plan = _load_json(storage.join(out, PLAN), "shard planning")
+    if previous is not None and not storage.exists(storage.join(out, PLAN)):
+        plan = {"splits": {}}  # every image listed is in the dataset already: nothing was planned
+    else:
+        plan = _load_json(storage.join(out, PLAN), "shard planning")
+    shard_records = _shard_records(out, layout, plan)
+    if previous is not None and not any(r["records"] for recs in shard_records.values() for r in recs):
+        return _nothing_new(options, previous, root_errors, errors, shard_records)
 
     splits_doc: dict[str, Any] = {}
-    class_counts: dict[str, dict[str, int]] = {}
-    edges: dict[int, int] = {}  # shorter edge of the stored images -> count
-    merged_text: dict[str, str] = {}
+    old_splits = previous.manifest["splits"] if previous else {}
+    class_counts: dict[str, dict[str, int]] = {
+        split: dict(c) for split, c in (previous.manifest.get("class_counts", {}) if previous else {}).items()
+    }
+    # shorter edge of the stored images -> count
+    edges: dict[int, int] = {int(k): v for k, v in (previous.manifest.get("shorter_edges", {}) if previous else {}).items()}
     for split in SPLITS:
-        if split not in plan["splits"]:
+        if split not in plan["splits"] and split not in old_splits:
             continue
-        shards = plan["splits"][split]["shards"]
-        lst_parts: list[str] = []
-        merged: list[str] = []
-        shard_docs = []
-        base = 0
-        records = 0
         counts = class_counts.setdefault(split, {})
-        for shard in range(shards):
-            rec = _load_json(
-                storage.join(out, layout.shard_record(split, shard, shards)), "shard %d of %s" % (shard, split)
-            )
-            if rec["planned"] != plan["splits"][split]["counts"].get(str(shard), 0):
-                raise IncompleteError(
-                    "shard %d of %s holds %d planned images, the plan says %d"
-                    % (shard, split, rec["planned"], plan["splits"][split]["counts"].get(str(shard), 0))
-                )
-            errors.extend(from_json(e) for e in rec["errors"])
-            lst_parts.extend(rec["lst"])
-            for line, offset in zip(rec["lst"], rec["offsets"]):
-                fields = line.rstrip("\n").split("\t")
-                merged.append("%s\t%d\n" % (fields[0], base + offset))
-                for class_id in decode_label([float(v) for v in fields[1:-1]], options.label_format, options.label_pad):
-                    name = classes[class_id]
-                    counts[name] = counts.get(name, 0) + 1
-            for edge, n in rec.get("shorter_edges", {}).items():
-                edges[int(edge)] = edges.get(int(edge), 0) + n
-            base += rec["bytes"]
-            records += rec["records"]
-            shard_docs.append(
-                {"rec": rec["rec"], "idx": rec["idx"], "records": rec["records"], "bytes": rec["bytes"], "sha256": rec["sha256"]}
-            )
-        storage.write_text(storage.join(out, layout.lst(split)), "".join(lst_parts))
-        storage.write_text(storage.join(out, layout.merged_idx(split)), "".join(merged))
-        splits_doc[split] = {
-            "records": records,
-            "bytes": base,
-            "lst": layout.lst(split),
-            "merged_idx": layout.merged_idx(split),
-            "shards": shard_docs,
-        }
-        merged_text[split] = "".join(merged)
+        splits_doc[split] = _assemble_split(
+            out, layout, options, classes, split, shard_records.get(split, []), old_splits.get(split),
+            errors, counts, edges, drop_empty=previous is not None,
+        )
 
     storage.write_text(
         storage.join(out, CLASSES_JSON), json.dumps({name: i for i, name in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n"
@@ -199,7 +187,9 @@ def finalize(
 
     if options.single_file:  # after the --max-errors check: no copying for a refused dataset
         for split, doc in splits_doc.items():
-            doc["single_file"] = write_single_file(out, layout, split, doc["shards"], merged_text[split])
+            doc["single_file"] = write_single_file(
+                out, layout, split, doc["shards"], storage.read_text(storage.join(out, doc["merged_idx"]))
+            )
     sagemaker_doc = sagemaker_document(
         out, len(classes), splits_doc, options.label_format, options.label_width, edges, options.encode.color
     )
@@ -230,6 +220,8 @@ def finalize(
         **({"report_file": REPORT, "report_counts": report_counts} if report_counts is not None else {}),
         "sagemaker_file": SAGEMAKER,
         "sagemaker": sagemaker_doc,
+        "shorter_edges": {str(k): v for k, v in sorted(edges.items())},
+        "increments": previous.batch if previous else 0,
         "identity": dataset_identity(options),
         "options": options.to_json(),
         **extra,
@@ -242,12 +234,108 @@ def finalize(
     summary = render_summary(manifest)
     storage.write_text(storage.join(out, SUMMARY), summary)
     storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    _clear_work(out)
+    manifest["summary_text"] = summary
+    return manifest
+
+
+def _shard_records(out: str, layout: Layout, plan: dict) -> dict[str, list[dict]]:
+    """Every planned shard's completion record, by split, in shard order; raises when one is missing."""
+    found: dict[str, list[dict]] = {}
+    for split in SPLITS:
+        if split not in plan["splits"]:
+            continue
+        shards = plan["splits"][split]["shards"]
+        for shard in range(shards):
+            rec = _load_json(
+                storage.join(out, layout.shard_record(split, shard, shards)), "shard %d of %s" % (shard, split)
+            )
+            planned = plan["splits"][split]["counts"].get(str(shard), 0)
+            if rec["planned"] != planned:
+                raise IncompleteError(
+                    "shard %d of %s holds %d planned images, the plan says %d" % (shard, split, rec["planned"], planned)
+                )
+            found.setdefault(split, []).append(rec)
+    return found
+
+
+def _assemble_split(out, layout, options, classes, split, shard_records, old_doc, errors, counts, edges, drop_empty):
+    """Write a split's ``.lst`` and merged index, streaming, and return its manifest entry.
+
+    ``old_doc`` is the split in the dataset being added to (``--incremental``): its list
+    and merged index are copied first and the new shards follow its shards. There,
+    a new shard that ends up empty (all its images skipped) is dropped.
+    """
+    lst_rel, merged_rel = layout.lst(split), layout.merged_idx(split)
+    shard_docs = list(old_doc["shards"]) if old_doc else []
+    base = old_doc["bytes"] if old_doc else 0
+    records = old_doc["records"] if old_doc else 0
+    next_id = old_doc.get("next_id", old_doc["records"]) if old_doc else 0
+    with storage.atomic_writer(storage.join(out, lst_rel)) as lst_f, \
+            storage.atomic_writer(storage.join(out, merged_rel)) as merged_f:
+        if old_doc:
+            for rel, f in ((old_doc["lst"], lst_f), (old_doc["merged_idx"], merged_f)):
+                with storage.open_read(storage.join(out, rel)) as src:
+                    shutil.copyfileobj(src, f, COPY_BUFFER)
+        for rec in shard_records:
+            errors.extend(from_json(e) for e in rec["errors"])
+            if drop_empty and rec["records"] == 0:
+                storage.delete(storage.join(out, rec["rec"]))
+                storage.delete(storage.join(out, rec["idx"]))
+                continue
+            for line, offset in zip(rec["lst"], rec["offsets"]):
+                fields = line.rstrip("\n").split("\t")
+                lst_f.write(line.encode("utf-8", "surrogateescape"))
+                merged_f.write(b"%s\t%d\n" % (fields[0].encode(), base + offset))
+                next_id = max(next_id, int(fields[0]) + 1)
+                for class_id in decode_label([float(v) for v in fields[1:-1]], options.label_format, options.label_pad):
+                    counts[classes[class_id]] = counts.get(classes[class_id], 0) + 1
+            for edge, n in rec.get("shorter_edges", {}).items():
+                edges[int(edge)] = edges.get(int(edge), 0) + n
+            base += rec["bytes"]
+            records += rec["records"]
+            shard_docs.append(
+                {"rec": rec["rec"], "idx": rec["idx"], "records": rec["records"], "bytes": rec["bytes"], "sha256": rec["sha256"]}
+            )
+    return {
+        "records": records,
+        "bytes": base,
+        "next_id": next_id,
+        "lst": lst_rel,
+        "merged_idx": merged_rel,
+        "shards": shard_docs,
+    }
+
+
+def _nothing_new(options, previous, root_errors, errors, shard_records) -> dict:
+    """An --incremental run that found no new image to add: leave the dataset exactly as it was."""
+    out = options.output
+    for recs in shard_records.values():
+        for rec in recs:  # shards of new images that were all skipped
+            errors.extend(from_json(e) for e in rec["errors"])
+            storage.delete(storage.join(out, rec["rec"]))
+            storage.delete(storage.join(out, rec["idx"]))
+    errors.sort(key=lambda e: (e.path, e.stage, e.reason))
+    text = to_jsonl(errors)
+    errors_uri = storage.join(out, ERRORS)
+    if not storage.exists(errors_uri) or storage.read_text(errors_uri) != text:
+        storage.write_text(errors_uri, text)
+    _clear_work(out)
+    manifest = dict(previous.manifest)
+    manifest["summary_text"] = (
+        "Nothing new in %s: every image found is already in %s (%d images); nothing was changed.\n"
+        "%d inputs skipped (details in %s).\n" % (options.input, out, sum(d["records"] for d in manifest["splits"].values()),
+                                                  len(errors), ERRORS)
+    )
+    manifest["nothing_new"] = True
+    return manifest
+
+
+def _clear_work(out: str) -> None:
     for rel in storage.list_recursive(storage.join(out, WORK)):
         storage.delete(storage.join(out, WORK, rel))
     if not storage.is_s3(out):
         _remove_empty_dirs(os.path.join(out, WORK))
-    manifest["summary_text"] = summary
-    return manifest
 
 
 def write_single_file(out: str, layout: Layout, split: str, shard_docs: list[dict], merged_idx: str) -> dict:

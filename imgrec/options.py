@@ -140,6 +140,11 @@ OPTIONS: tuple[Opt, ...] = (
         default=False, type=None, action="store_true", example="--idx-beside-rec"),
     Opt(("--overwrite",), "overwrite", "output", "Replace a different dataset already in --output.",
         default=False, type=None, action="store_true", example="--overwrite"),
+    Opt(("--incremental",), "incremental", "output",
+        "Scheduled runs over a growing input: convert only images not yet in --output into new shards and add "
+        "them to its manifest; existing images keep their split, label, id and shard, and the class map stays "
+        "fixed (a new class is an error unless --allow-new-classes). Nothing new: nothing changes.",
+        default=False, type=None, action="store_true", example="--incremental"),
     Opt(("--resume",), "resume", "output",
         "After a crash: keep the shards already complete and verified (sha256) and redo only the rest.",
         default=False, type=None, action="store_true", example="--resume"),
@@ -315,6 +320,7 @@ class ConvertOptions:
     threads: int = 0
     max_errors: float = -1.0  # -1 = no limit; >= 1 a count; (0, 1) a fraction of all inputs
     resume: bool = False
+    incremental: bool = False
     s3: S3Settings = field(default_factory=S3Settings)
     labels: str = ""  # label file; "" = class folders
     labels_format: str = ""
@@ -336,7 +342,7 @@ class ConvertOptions:
         d = self.to_json()
         # class_map/allow_new_classes act through the labels they give (in every shard's digest).
         for volatile in ("overwrite", "threads", "output", "s3", "max_errors", "resume", "class_map",
-                         "allow_new_classes", "single_file", "dry_run"):
+                         "allow_new_classes", "single_file", "dry_run", "incremental"):
             d.pop(volatile, None)
         return d
 
@@ -417,6 +423,7 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         threads=ns.threads,
         max_errors=parse_max_errors(ns.max_errors),
         resume=bool(ns.resume),
+        incremental=bool(ns.incremental),
         s3=s3,
         single_file=bool(getattr(ns, "single_file", False)),
         dry_run=dry_run,
@@ -444,9 +451,15 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
         raise OptionsError("--label-pad %g could be read as a class id: use a negative value such as -1" % pad)
     class_map = getattr(ns, "class_map", "") or ""
     allow_new = bool(getattr(ns, "allow_new_classes", False))
-    if allow_new and not class_map:
-        raise OptionsError("--allow-new-classes extends --class-map FILE, which is not given")
+    incremental = bool(getattr(ns, "incremental", False))
+    if allow_new and not class_map and not incremental:
+        raise OptionsError("--allow-new-classes extends --class-map FILE (or an --incremental run's classes), "
+                           "which is not given")
     dedup = bool(getattr(ns, "dedup", False))
+    if incremental and (dedup or getattr(ns, "check_duplicates", False) or getattr(ns, "stratify", False)):
+        raise OptionsError("--incremental adds new images without revisiting the old ones, so it cannot "
+                           "--stratify or look for duplicates (--dedup, --check-duplicates) across them; "
+                           "convert the whole collection again for that")
     return {
         "labels": labels,
         "labels_format": getattr(ns, "labels_format", "") or "",

@@ -31,12 +31,23 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from imgrec import s3, storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
-from imgrec.finalize import IncompleteError, OutputError, TooManyErrorsError, finalize, layout_for, prepare_output
+from imgrec.finalize import (
+    IncompleteError,
+    OutputError,
+    TooManyErrorsError,
+    dataset_identity,
+    finalize,
+    layout_for,
+    prepare_output,
+)
+from imgrec.incremental import IncrementalError, class_map_uri, load_previous
+from imgrec.layout import MANIFEST
 from imgrec.progress import ProgressMonitor
 from pipeline import STARTED
 from imgrec.options import ConvertOptions, OptionsError, add_options, from_args, load_config
 from imgrec.classmap import ClassMapError, load_class_map, resolve_names
 from imgrec.labels import LabelFileError
+from transforms.exclude_existing import ExcludeExisting
 from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
 from transforms.label_sources import LabelSource, LabelSources, prepare_label_source
 from transforms.list_images import ListImages
@@ -234,14 +245,20 @@ def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], s
     return refs
 
 
-def build_pipeline(p: beam.Pipeline, options: ConvertOptions, classes: list[str], source=None, folders=None):
+def build_pipeline(
+    p: beam.Pipeline, options: ConvertOptions, classes: list[str], source=None, folders=None, previous=None
+):
     # Workers may run in another directory or container: they get absolute local paths.
     options = workers_options(options)
-    layout = layout_for(options)
+    layout = layout_for(options, previous)
     refs = build_front(p, options, classes, source, folders)
+    if previous is not None:
+        # ImageRef of images not yet in the dataset (--incremental)
+        refs = refs | "ExcludeExisting" >> ExcludeExisting(previous.lists(options.output), options.s3)
     # ((split, shard, shards), first_id, [ImageRef])
     groups = refs | "PlanShards" >> PlanShards(
-        options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.s3
+        options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.s3,
+        first_ids=previous.next_ids() if previous else None,
     )
     # {split, shard, shards, records, bytes, sha256}
     written = groups | "WriteShards" >> WriteShards(options, layout)
@@ -328,18 +345,25 @@ def run(argv: list[str] | None = None) -> int:
     started = STARTED
     try:
         s3.configure(options.s3)
+        incremental = options.incremental and storage.exists(storage.join(options.output, MANIFEST))
+        if incremental and not options.class_map:
+            # the dataset's class map stays fixed: new classes only with --allow-new-classes
+            options = dataclasses.replace(options, class_map=class_map_uri(options.output))
         dataset = discover(options)
         classes, root_errors = dataset.classes, dataset.root_errors
         options = resolve_label_width(options, dataset)
+        previous = load_previous(options.output, dataset_identity(options)) if incremental else None
         if options.dry_run:
             from pipeline.dryrun import dry_run
 
             return dry_run(options, dataset, beam_args)
-        prepare_output(options)
+        prepare_output(options, previous)
         opts, runner = pipeline_options(beam_args, dataset.first_elements())
         LOG.info("%d classes under %s; writing to %s", len(classes), options.input, options.output)
         p = beam.Pipeline(runner=runner, options=opts)
-        build_pipeline(p, options, classes, dataset.source, dataset.folders if dataset.source is None else None)
+        build_pipeline(
+            p, options, classes, dataset.source, dataset.folders if dataset.source is None else None, previous
+        )
         monitor = None if ns.quiet else ProgressMonitor(options.output).start()
         try:
             result = p.run()
@@ -357,12 +381,13 @@ def run(argv: list[str] | None = None) -> int:
                 "metrics": job_metrics(result),
             },
             listed_classes=dataset.folders if dataset.source is None else [],
+            previous=previous,
         )
     except LabelFileError as exc:
         for line in exc.lines:
             print("error: %s" % line, file=sys.stderr)
         return 2
-    except (UsageError, OutputError, ClassMapError) as exc:
+    except (UsageError, OutputError, ClassMapError, IncrementalError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except IncompleteError as exc:

@@ -168,7 +168,7 @@ def test_folder_classes_as_one_hot_vectors(tmp_path):
         (["--label-width", "3"], "--label-width and --label-pad shape multi-label records: give --label-format too"),
         (["--label-format", "class-ids", "--label-pad", "2"], "--label-pad 2 could be read as a class id"),
         (["--labels-as", "names"], "--labels-as describes --labels FILE, which is not given"),
-        (["--allow-new-classes"], "--allow-new-classes extends --class-map FILE, which is not given"),
+        (["--allow-new-classes"], "--allow-new-classes extends --class-map FILE (or an --incremental run's classes), which is not given"),
     ],
 )
 def test_inconsistent_label_options_are_refused(tmp_path, args, message):

@@ -117,7 +117,7 @@ def _plan_document(counts: dict, totals: dict) -> dict:
     return {"splits": splits}
 
 
-def _write_plan_and_bases(per_shard, output, s3_settings=None):
+def _write_plan_and_bases(per_shard, output, s3_settings=None, first_ids=None):
     # {(split, shard, shards): (records, bytes)} -> ((split, shard, shards), (_FACT, first id))
     if s3_settings is not None:  # this runs in a worker: Beam's --s3_* options do not reach it
         s3.configure(s3_settings)
@@ -129,7 +129,8 @@ def _write_plan_and_bases(per_shard, output, s3_settings=None):
     storage.write_text(storage.join(output, PLAN), json.dumps(_plan_document(counts, totals), sort_keys=True))
     bases = shard_bases({(split, shard): n for (split, shard, _), n in counts.items()})
     for split, shard, shards in sorted(counts):
-        yield (split, shard, shards), (_FACT, bases[(split, shard)])
+        # an --incremental run continues each split's ids after the ones already used
+        yield (split, shard, shards), (_FACT, bases[(split, shard)] + (first_ids or {}).get(split, 0))
 
 
 def _with_first_id(element):
@@ -147,13 +148,14 @@ def _with_first_id(element):
 class PlanShards(beam.PTransform):
     """PCollection[ImageRef] -> PCollection[((split, shard, shards), first_id, [ImageRef])]."""
 
-    def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, s3_settings=None):
+    def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, s3_settings=None, first_ids=None):
         super().__init__()
         self._ratios = ratios
         self._shard_size_mb = shard_size_mb
         self._images_per_shard = images_per_shard
         self._output = output_root
         self._s3 = s3_settings
+        self._first_ids = dict(first_ids or {})
 
     def expand(self, refs):
         ratios = self._ratios
@@ -180,7 +182,7 @@ class PlanShards(beam.PTransform):
             assigned
             | "ShardTotalsInBucket" >> beam.Map(_shard_totals)
             | "ShardTotals" >> beam.CombineGlobally(_MergeTotals()).without_defaults()
-            | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._s3)
+            | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._s3, self._first_ids)
         )
         # ((split, shard, shards), (_REF, ImageRef))
         tagged_refs = assigned | "TagAssigned" >> beam.FlatMap(lambda pairs: ((k, (_REF, r)) for k, r in pairs))
