@@ -201,15 +201,24 @@ class Bench:
 
     # ------------------------------------------------------------ modes
 
+    def quiet(self) -> None:
+        """Before a measured run: wait (up to --quiet-wait seconds) for other users of the machine to pause."""
+        if self.args.quiet_wait > 0:
+            used = measure.wait_for_quiet(self.args.quiet_wait)
+            if used >= 25.0:
+                self.log("  machine still busy (%.0f%% of a core used by others); measuring anyway" % used)
+
     def compare(self, mode: str, key: str, our_flags, im2rec_flags, limit=None, limit_name="") -> Row:
         data, n = self.data(key)
         row = Row(mode, n, limit_name=limit_name)
         self.log("%s: %d images, %d workers, %d repeats" % (mode, n, self.workers, self.args.repeats))
         for r in range(self.args.repeats):
             if limit is not None:
+                self.quiet()
                 row.limit.append(limit(data, key))  # first: also warms the page cache for both tools
             steps = ["ours", "im2rec"] if r % 2 == 0 else ["im2rec", "ours"]
             for step in steps:
+                self.quiet()
                 if step == "ours":
                     row.ours.append(self.run_ours(data, n, our_flags, key))
                 else:
@@ -339,6 +348,10 @@ def code_description(code: str) -> str:
     import subprocess
 
     try:
+        top = subprocess.run(["git", "-C", code, "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        if os.path.realpath(top) != os.path.realpath(code):
+            return code  # a copy inside some checkout: its commit says nothing about it
         sha = subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              check=True).stdout.strip()
         changed = subprocess.run(["git", "-C", code, "status", "--porcelain", "--untracked-files=no"],
@@ -363,6 +376,9 @@ def main(argv=None) -> int:
                     help="checkout whose pipeline is measured (default: this one), e.g. a 'git archive' snapshot")
     ap.add_argument("--ours-flag", action="append", default=[], help="extra flag for our pipeline (repeatable)")
     ap.add_argument("--markdown", default=None, help="also write the table and notes to this file")
+    ap.add_argument("--quiet-wait", type=float, default=0.0,
+                    help="on a shared machine: before each run wait up to this many seconds for other CPU use "
+                         "to drop under a quarter of a core (the table reports what others used anyway)")
     args = ap.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(MODES))

@@ -95,6 +95,20 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
     return Measurement(wall, peak, cpu, system, max(0.0, busy - cpu), popen.returncode, log)
 
 
+def wait_for_quiet(max_wait: float, threshold_percent: float = 25.0, sample: float = 2.0) -> float:
+    """Wait until the machine's CPU use (ours is idle now) is under ``threshold_percent`` of one core.
+
+    Gives up after ``max_wait`` seconds; returns the last CPU use seen, in percent of one core.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy0, t0 = _busy_seconds(), time.monotonic()
+        time.sleep(sample)
+        used = 100.0 * (_busy_seconds() - busy0) / (time.monotonic() - t0)
+        if used < threshold_percent or time.monotonic() >= deadline:
+            return used
+
+
 def run_checked(cmd: list[str], log: str, **kwargs) -> Measurement:
     m = run(cmd, log, **kwargs)
     if m.returncode != 0:
