@@ -120,7 +120,7 @@ class Bench:
         self.ours_python = args.python
         self.mx_python = args.mxnet_python
         self.im2rec = args.im2rec or _find_im2rec(self.mx_python)
-        self.code = os.path.abspath(args.code)
+        self.code = snapshot(args.code, self.root) if args.code.startswith("git:") else os.path.abspath(args.code)
 
     # ------------------------------------------------------------ data
 
@@ -343,10 +343,36 @@ def targets(rows: list[Row]) -> list[str]:
     return out
 
 
+def snapshot(spec: str, bench_root: str) -> str:
+    """``git:REV``: the committed tree of REV, extracted under the bench folder (others' edits left out)."""
+    import subprocess
+
+    rev = spec[len("git:"):] or "HEAD"
+    try:
+        sha = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", rev], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        raise SystemExit("bench: --code %s: no such git revision" % spec) from None
+    folder = os.path.join(bench_root, "code-" + sha)
+    if not os.path.exists(os.path.join(folder, "COMMIT")):
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        archive = subprocess.Popen(["git", "-C", REPO, "archive", sha], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", folder], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise SystemExit("bench: git archive %s failed" % sha)
+        with open(os.path.join(folder, "COMMIT"), "w") as f:
+            f.write(sha + "\n")
+    return folder
+
+
 def code_description(code: str) -> str:
     """Which code was measured: the folder, and its git commit and changed files when it is a checkout."""
     import subprocess
 
+    if os.path.exists(os.path.join(code, "COMMIT")):
+        with open(os.path.join(code, "COMMIT")) as f:
+            return "%s (git archive of commit %s)" % (code, f.read().strip())
     try:
         top = subprocess.run(["git", "-C", code, "rev-parse", "--show-toplevel"], capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -373,7 +399,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mxnet-python", default=os.path.join(REPO, ".venv-mxnet", "bin", "python"))
     ap.add_argument("--im2rec", default=None, help="path of im2rec.py (default: the one in the mxnet environment)")
     ap.add_argument("--code", default=REPO,
-                    help="checkout whose pipeline is measured (default: this one), e.g. a 'git archive' snapshot")
+                    help="folder whose pipeline is measured (default: this checkout, edits included), or git:REV "
+                         "for the committed tree of a revision (git:HEAD leaves uncommitted edits out)")
     ap.add_argument("--ours-flag", action="append", default=[], help="extra flag for our pipeline (repeatable)")
     ap.add_argument("--markdown", default=None, help="also write the table and notes to this file")
     ap.add_argument("--quiet-wait", type=float, default=0.0,
