@@ -187,8 +187,8 @@ def finalize(
 
     if options.single_file:  # after the --max-errors check: no copying for a refused dataset
         for split, doc in splits_doc.items():
-            doc["single_file"] = write_single_file(
-                out, layout, split, doc["shards"], storage.read_text(storage.join(out, doc["merged_idx"]))
+            doc["single_file"] = write_single_file(  # named after --name, whatever increment this is
+                out, layout_for(options), split, doc["shards"], storage.read_text(storage.join(out, doc["merged_idx"]))
             )
     sagemaker_doc = sagemaker_document(
         out, len(classes), splits_doc, options.label_format, options.label_width, edges, options.encode.color
