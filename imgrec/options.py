@@ -170,6 +170,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--threads",), "threads", "runner",
         "Images read and encoded at once inside each worker (OpenCV releases the GIL). 0 = number of cores.",
         default=0, type=int, example="--threads 4"),
+    Opt(("--read-threads",), "read_threads", "runner",
+        "Images read ahead at once per worker, on their own threads, while --threads encode: for S3 input, "
+        "where each read waits on the network. 0 = 16 for s3:// input, else no read-ahead.",
+        default=0, type=int, example="--read-threads 32"),
     Opt(("--config",), "config", "runner", "YAML file of option values (and 'pipeline_options' for Beam); flags override it.",
         example="--config configs/direct.yaml"),
     Opt(("--log-level",), "log_level", "runner", "Logging level.",
@@ -321,6 +325,7 @@ class ConvertOptions:
     max_errors: float = -1.0  # -1 = no limit; >= 1 a count; (0, 1) a fraction of all inputs
     resume: bool = False
     incremental: bool = False
+    read_threads: int = 0
     s3: S3Settings = field(default_factory=S3Settings)
     labels: str = ""  # label file; "" = class folders
     labels_format: str = ""
@@ -342,7 +347,7 @@ class ConvertOptions:
         d = self.to_json()
         # class_map/allow_new_classes act through the labels they give (in every shard's digest).
         for volatile in ("overwrite", "threads", "output", "s3", "max_errors", "resume", "class_map",
-                         "allow_new_classes", "single_file", "dry_run", "incremental"):
+                         "allow_new_classes", "single_file", "dry_run", "incremental", "read_threads"):
             d.pop(volatile, None)
         return d
 
@@ -389,6 +394,8 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         raise OptionsError("--images-per-shard must be positive, got %d" % ns.images_per_shard)
     if ns.max_pixels <= 0:
         raise OptionsError("--max-pixels must be positive, got %d" % ns.max_pixels)
+    if ns.read_threads < 0:
+        raise OptionsError("--read-threads must be 0 (automatic) or more, got %d" % ns.read_threads)
     if ns.threads < 0:
         raise OptionsError("--threads must be 0 (one per core) or more, got %d" % ns.threads)
     if not ns.name or not set(ns.name) <= _SAFE_NAME_CHARS or ns.name.startswith("."):
@@ -424,6 +431,7 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         max_errors=parse_max_errors(ns.max_errors),
         resume=bool(ns.resume),
         incremental=bool(ns.incremental),
+        read_threads=ns.read_threads,
         s3=s3,
         single_file=bool(getattr(ns, "single_file", False)),
         dry_run=dry_run,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ class FlakyProxy:
         self._upstream = (parts.hostname, parts.port)
         self._lock = threading.Lock()
         self.faults: list[Fault] = []
+        self.get_delay = 0.0  # seconds added before answering every GET: S3's latency, for read-ahead measurements
         self.requests: list[tuple[str, str, str]] = []  # (method, path, what the proxy did)
         proxy = self
 
@@ -86,6 +88,8 @@ class FlakyProxy:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         action = self._take_fault(h.command, h.path)
+        if self.get_delay and h.command == "GET":
+            time.sleep(self.get_delay)
         with self._lock:
             self.requests.append((h.command, h.path, action or "forwarded"))
         if action in _ERRORS:
