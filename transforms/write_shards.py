@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-
 import logging
+import os
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -24,11 +23,11 @@ from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
 from imgrec.parallel import ordered_map
+from imgrec.planning import order_in_shard
 from imgrec.progress import ProgressWriter
 from imgrec.summary import human_bytes
 
 LOG = logging.getLogger("imgrec.write_shards")
-from imgrec.planning import ImageRef, order_in_shard
 
 
 def read_input(uri: str) -> bytes:
