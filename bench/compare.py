@@ -71,9 +71,15 @@ class Row:
     limit_name: str = ""
     notes: list = field(default_factory=list)
 
+    failures: list = field(default_factory=list)
+
     @staticmethod
     def _median(runs, key="wall"):
         return statistics.median(r[key] for r in runs) if runs else float("nan")
+
+    @staticmethod
+    def _peak_mb(runs):
+        return max(r["peak_rss"] for r in runs) / 2**20 if runs else float("nan")
 
     def summary(self) -> dict:
         ours = self._median(self.ours)
@@ -93,12 +99,12 @@ class Row:
             "im2rec_list_s": lst,
             "limit_ips": n / limit if self.limit else float("nan"),
             "fraction_of_limit": (limit / ours) if self.limit else float("nan"),
-            "our_peak_mb": max(r["peak_rss"] for r in self.ours) / 2**20,
-            "im2rec_peak_mb": max(r["peak_rss"] for r in self.im2rec) / 2**20,
+            "our_peak_mb": self._peak_mb(self.ours),
+            "im2rec_peak_mb": self._peak_mb(self.im2rec),
             "our_cpu_pct": self._median(self.ours, "cpu_percent"),
             "im2rec_cpu_pct": self._median(self.im2rec, "cpu_percent"),
             "other_cpu_pct": statistics.mean(
-                r["other_cpu_percent"] for r in self.ours + self.im2rec + self.im2rec_list + self.limit
+                [r["other_cpu_percent"] for r in self.ours + self.im2rec + self.im2rec_list + self.limit] or [float("nan")]
             ),
         }
 
@@ -156,7 +162,7 @@ class Bench:
             manifest = json.load(f)
         got = sum(s["records"] for s in manifest["splits"].values())
         if got != n:
-            raise SystemExit("bench: our pipeline wrote %d records for %d images (%s)" % (got, n, out))
+            raise measure.RunFailed("our pipeline wrote %d records for %d images (%s)" % (got, n, out))
         shutil.rmtree(work, ignore_errors=True)
         return _record(m)
 
@@ -172,7 +178,7 @@ class Bench:
         with open(prefix + ".idx") as f:
             got = sum(1 for line in f if line.strip())
         if got != n:
-            raise SystemExit("bench: im2rec.py wrote %d records for %d images (%s)" % (got, n, work))
+            raise measure.RunFailed("im2rec.py wrote %d records for %d images (%s)" % (got, n, work))
         shutil.rmtree(work, ignore_errors=True)
         return _record(listing), _record(m)
 
@@ -217,18 +223,26 @@ class Bench:
         for r in range(self.args.repeats):
             if limit is not None:
                 self.quiet()
-                row.limit.append(limit(data, key))  # first: also warms the page cache for both tools
+                try:
+                    row.limit.append(limit(data, key))  # first: also warms the page cache for both tools
+                except measure.RunFailed as exc:
+                    row.failures.append("%s, limit run %d failed: %s" % (mode, r + 1, exc))
             steps = ["ours", "im2rec"] if r % 2 == 0 else ["im2rec", "ours"]
             for step in steps:
                 self.quiet()
-                if step == "ours":
-                    row.ours.append(self.run_ours(data, n, our_flags, key))
-                else:
-                    lst, rec = self.run_im2rec(data, n, im2rec_flags, key)
-                    row.im2rec_list.append(lst)
-                    row.im2rec.append(rec)
-            self.log("  run %d: ours %.2fs, im2rec %.2fs (+%.2fs list)%s" % (
-                r + 1, row.ours[-1]["wall"], row.im2rec[-1]["wall"], row.im2rec_list[-1]["wall"],
+                try:
+                    if step == "ours":
+                        row.ours.append(self.run_ours(data, n, our_flags, key))
+                    else:
+                        lst, rec = self.run_im2rec(data, n, im2rec_flags, key)
+                        row.im2rec_list.append(lst)
+                        row.im2rec.append(rec)
+                except measure.RunFailed as exc:
+                    # recorded and reported; the other runs still count
+                    row.failures.append("%s, %s run %d failed: %s" % (mode, step, r + 1, exc))
+                    self.log("  " + row.failures[-1])
+            self.log("  run %d: ours %s, im2rec %s (+%s list)%s" % (
+                r + 1, _last_wall(row.ours), _last_wall(row.im2rec), _last_wall(row.im2rec_list),
                 ", limit %.2fs" % row.limit[-1]["wall"] if row.limit else ""))
         return row
 
@@ -238,7 +252,11 @@ class Bench:
 
     def plain_malloc_note(self, row: Row, key: str, reduce: int, interpolation: str) -> None:
         data, n = self.data(key)
-        m = self.run_cv_loop(data, key, reduce, interpolation, malloc="plain")
+        try:
+            m = self.run_cv_loop(data, key, reduce, interpolation, malloc="plain")
+        except measure.RunFailed as exc:
+            row.failures.append("%s, plain OpenCV loop failed: %s" % (row.mode, exc))
+            return
         row.notes.append("%s: the OpenCV loop without the allocator setting (glibc maps and unmaps every decoded "
                          "image): %.0f images/s, %.0f%% system CPU time" % (row.mode, n / m["wall"], m["sys_percent"]))
 
@@ -276,6 +294,10 @@ class Bench:
 
     def log(self, text: str) -> None:
         print("bench: " + text, file=sys.stderr, flush=True)
+
+
+def _last_wall(runs) -> str:
+    return "%.2fs" % runs[-1]["wall"] if runs else "failed"
 
 
 def _find_im2rec(mx_python: str) -> str:
@@ -317,31 +339,33 @@ def targets(rows: list[Row]) -> list[str]:
         by.setdefault(row.mode, []).append(row.summary())
     out = []
 
-    def verdict(ok):
+    def verdict(ok, *values):
+        if any(v != v for v in values):  # NaN: a tool failed every run of the mode
+            return "not measured"
         return "met" if ok else "NOT met"
 
     if "pass-through" in by:
         s = by["pass-through"][0]
         out.append("pass-through >= 1.0x im2rec.py: %.2fx (%.2fx incl. its list pass) -- %s; %.0f%% of the cat limit"
-                   % (s["ratio"], s["ratio_incl_list"], verdict(s["ratio"] >= 1.0), 100 * s["fraction_of_limit"]))
+                   % (s["ratio"], s["ratio_incl_list"], verdict(s["ratio"] >= 1.0, s["ratio"]), 100 * s["fraction_of_limit"]))
     if "resize 256 q95" in by:
         s = by["resize 256 q95"][0]
         out.append("resize 256 q95 >= 2.0x im2rec.py: %.2fx -- %s; %.0f%% of the OpenCV limit"
-                   % (s["ratio"], verdict(s["ratio"] >= 2.0), 100 * s["fraction_of_limit"]))
+                   % (s["ratio"], verdict(s["ratio"] >= 2.0, s["ratio"]), 100 * s["fraction_of_limit"]))
     if "resize 256, 4000x3000" in by:
         s = by["resize 256, 4000x3000"][0]
         out.append("4000x3000 resize 256 >= 6x im2rec.py: %.2fx -- %s; %.0f%% of the OpenCV limit"
-                   % (s["ratio"], verdict(s["ratio"] >= 6.0), 100 * s["fraction_of_limit"]))
+                   % (s["ratio"], verdict(s["ratio"] >= 6.0, s["ratio"]), 100 * s["fraction_of_limit"]))
     if len(by.get("memory, pass-through", [])) == 2:
         small, large = by["memory, pass-through"]
         growth = large["our_peak_mb"] / small["our_peak_mb"] - 1
         out.append("flat memory (%d vs %d images within 20%%): %.0f MB vs %.0f MB, %+.0f%% -- %s"
                    % (small["images"], large["images"], small["our_peak_mb"], large["our_peak_mb"], 100 * growth,
-                      verdict(growth <= 0.20)))
+                      verdict(growth <= 0.20, growth)))
     if "start-up" in by:
         s = by["start-up"][0]
         out.append("start-up on %d images < 5 s: %.2f s -- %s (im2rec.py: %.2f s + %.2f s list)"
-                   % (s["images"], s["our_s"], verdict(s["our_s"] < 5.0), s["im2rec_s"], s["im2rec_list_s"]))
+                   % (s["images"], s["our_s"], verdict(s["our_s"] < 5.0, s["our_s"]), s["im2rec_s"], s["im2rec_list_s"]))
     return out
 
 
@@ -438,7 +462,7 @@ def main(argv=None) -> int:
         % (source, load_before[0], load_after[0], time.time() - started),
         "code: " + code_description(bench.code),
     ]
-    notes = [n for row in rows for n in row.notes]
+    notes = [n for row in rows for n in row.notes + row.failures]
     text = "\n".join(header) + "\n\n" + table(rows) + "\n" + "".join("- %s\n" % n for n in notes + targets(rows))
     print(text, end="")
     results = os.path.join(bench.root, "results.json")
@@ -447,7 +471,7 @@ def main(argv=None) -> int:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text)
-    return 0
+    return 1 if any(row.failures for row in rows) else 0
 
 
 if __name__ == "__main__":

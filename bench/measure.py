@@ -109,13 +109,17 @@ def wait_for_quiet(max_wait: float, threshold_percent: float = 25.0, sample: flo
             return used
 
 
+class RunFailed(RuntimeError):
+    """A measured command failed or produced the wrong output; the message names its log."""
+
+
 def run_checked(cmd: list[str], log: str, **kwargs) -> Measurement:
     m = run(cmd, log, **kwargs)
     if m.returncode != 0:
         with open(log, "rb") as f:
-            tail = f.read()[-3000:].decode("utf-8", "replace")
-        raise SystemExit("bench: command failed (exit %d): %s\n--- last output (%s) ---\n%s" % (
-            m.returncode, " ".join(cmd), log, tail))
+            lines = f.read().decode("utf-8", "replace").strip().splitlines()
+        last = lines[-1] if lines else ""
+        raise RunFailed("exit %d: %s (%s; full output in %s)" % (m.returncode, " ".join(cmd[:4]) + " ...", last[:300], log))
     return m
 
 
