@@ -66,9 +66,7 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
     out = options.output
     manifest_uri = storage.join(out, MANIFEST)
     existing = storage.list_recursive(out)
-    if previous is not None:
-        pass
-    elif MANIFEST in existing:
+    if previous is None and MANIFEST in existing:
         try:
             old = json.loads(storage.read_text(manifest_uri))
         except (ValueError, UnicodeDecodeError):
@@ -79,7 +77,7 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
                 "pass --overwrite to replace it, or choose another --output" % (out, old.get("input", "unknown input"))
             )
         storage.delete(manifest_uri)
-    elif existing and OWNER_MARK not in existing and not options.overwrite:
+    elif previous is None and existing and OWNER_MARK not in existing and not options.overwrite:
         raise OutputError(
             "%s is not empty and was not written by this tool (%d files, e.g. %s); "
             "pass --overwrite to write into it, or choose an empty --output" % (out, len(existing), existing[0])
