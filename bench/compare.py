@@ -150,11 +150,22 @@ class Bench:
         os.makedirs(path)
         return path
 
+    def ours_parallelism(self) -> list[str]:
+        """Our flags for the same worker count as im2rec.py's --num-thread.
+
+        Our default runs the job in one process that uses every core (encoding
+        threads, a writer thread); with as many workers as cores nothing is
+        passed. For another count: that many encoding threads.
+        """
+        if self.workers == (os.cpu_count() or 1):
+            return []
+        return ["--threads", str(self.workers)]
+
     def run_ours(self, data: str, n: int, flags: list[str], tag: str) -> dict:
         work = self._fresh("ours-" + tag)
         out = os.path.join(work, "out")
         cmd = [self.ours_python, "-m", "pipeline.run", "--input", data, "--output", out, "--log-level", "WARNING",
-               "--direct_num_workers", str(self.workers)] + flags + self.args.ours_flag
+               ] + self.ours_parallelism() + flags + self.args.ours_flag
         # The code under test comes first on the path of the job and of its Beam workers.
         env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=self.code)
         m = measure.run_checked(cmd, os.path.join(self.runs, "ours-%s.log" % tag), cwd=self.code, env=env)
@@ -418,7 +429,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every image count (not start-up's) by this")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="im2rec.py --num-thread and our --direct_num_workers (default: cores)")
+                    help="im2rec.py --num-thread; ours: its default when this is the core count, else --threads N "
+                         "(default: cores)")
     ap.add_argument("--repeats", type=int, default=None, help="alternating runs per mode (default 3; 1 below scale 0.1)")
     ap.add_argument("--bench-dir", default=os.path.join(REPO, ".bench"), help="data and scratch folder")
     ap.add_argument("--python", default=os.path.join(REPO, ".venv", "bin", "python"), help="our environment's python")
@@ -456,8 +468,9 @@ def main(argv=None) -> int:
     _, source = datasets.source_photo_paths(REPO)
     header = [
         "machine: " + measure.machine_description(),
-        "workers: %d (im2rec.py --num-thread %d, ours --direct_num_workers %d); scale %g; median of %d alternating runs"
-        % (args.workers, args.workers, args.workers, args.scale, args.repeats),
+        "workers: %d (im2rec.py --num-thread %d, ours %s); scale %g; median of %d alternating runs"
+        % (args.workers, args.workers, " ".join(bench.ours_parallelism()) or "default: one process, all cores",
+           args.scale, args.repeats),
         "images: %s; load average before %.2f, after %.2f; total %.0f s"
         % (source, load_before[0], load_after[0], time.time() - started),
         "code: " + code_description(bench.code),

@@ -6,6 +6,8 @@ reason; callers turn it into an error record, never a crash.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import struct
 from dataclasses import dataclass
 
@@ -29,6 +31,26 @@ _OTHER_SIGNATURES = (
     (b"P5", "pnm"),
     (b"P6", "pnm"),
 )
+
+
+def tune_for_threads() -> None:
+    """Settings for a process that runs one image per thread (the shard writer).
+
+    OpenCV's own thread pool would compete with ours for the same cores, so it
+    is turned off. glibc is asked to keep freed buffers under 32 MiB instead of
+    unmapping them: otherwise every decoded image is a fresh mapping and its
+    page faults cost up to a third of a decode's CPU time (docs/benchmark.md).
+    """
+    cv2.setNumThreads(1)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameter numbers
 
 
 class BadImage(ValueError):

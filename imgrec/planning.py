@@ -7,6 +7,7 @@ makes the same plan.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -30,6 +31,22 @@ class ImageRef(NamedTuple):
     label: int
     split: str
     key: int
+
+
+# Refs travel between stages in lists of up to this many (about 100 bytes each when
+# encoded): per-element costs of a runner are then paid per batch, not per image.
+BATCH_REFS = 4096
+
+
+class RefBatch(list):
+    """A list of ImageRefs that a runner encodes as one pickle.
+
+    Beam's default coder walks a plain list item by item and pickles each
+    NamedTuple on its own (13 pickle calls per image over a whole job); a list
+    subclass is not one of its known types, so the batch is pickled whole.
+    """
+
+    __slots__ = ()
 
 
 def image_key(relpath: str, seed: str) -> int:
@@ -63,18 +80,25 @@ class SplitRatios:
         """The splits that receive images, in the fixed order train, validation, test."""
         return [name for name in SPLITS if getattr(self, name) > 0]
 
-    def bounds(self) -> list[tuple[str, int, int]]:
+    def bounds(self) -> tuple[tuple[str, int, int], ...]:
         """Each active split's half-open range ``[lo, hi)`` of the 64-bit key space."""
-        out = []
-        lo = 0
-        cumulative = 0.0
-        active = self.active()
-        for i, name in enumerate(active):
-            cumulative += getattr(self, name)
-            hi = _KEY_SPACE if i == len(active) - 1 else min(_KEY_SPACE, int(round(cumulative * _KEY_SPACE)))
-            out.append((name, lo, hi))
-            lo = hi
-        return out
+        return _bounds(self.train, self.validation, self.test)
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(train: float, validation: float, test: float) -> tuple[tuple[str, int, int], ...]:
+    # computed once per set of ratios: every listed image asks for its split
+    out = []
+    lo = 0
+    cumulative = 0.0
+    ratios = {"train": train, "validation": validation, "test": test}
+    active = [name for name in SPLITS if ratios[name] > 0]
+    for i, name in enumerate(active):
+        cumulative += ratios[name]
+        hi = _KEY_SPACE if i == len(active) - 1 else min(_KEY_SPACE, int(round(cumulative * _KEY_SPACE)))
+        out.append((name, lo, hi))
+        lo = hi
+    return tuple(out)
 
 
 def _flag(split: str) -> str:

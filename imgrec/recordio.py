@@ -19,7 +19,9 @@ object, so the same code writes to local disk and to S3 multipart uploads.
 from __future__ import annotations
 
 import hashlib
+import queue
 import struct
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
@@ -153,13 +155,23 @@ class RecordWriter:
     ``write`` returns the byte offset of the record's first byte, the value the
     ``.idx`` file stores. The sha256 of everything written is kept as it goes,
     so a shard's checksum costs no second read.
+
+    With ``background=True`` the hashing and the writes run on a thread of
+    their own, fed in chunks of about ``CHUNK`` bytes: both release the GIL, so
+    they overlap with the caller's reading and packing of the next records.
+    Call ``close()`` (or use the writer as a context manager) before reading
+    ``sha256()``; a write error from the thread is raised there or by the next
+    ``write``.
     """
 
-    def __init__(self, fileobj: BinaryIO):
+    CHUNK = 1 << 20
+
+    def __init__(self, fileobj: BinaryIO, background: bool = False):
         self._out = fileobj
         self._hash = hashlib.sha256()
         self.offset = 0
         self.records = 0
+        self._sink = _Sink(fileobj, self._hash, self.CHUNK) if background else None
 
     def write(self, payload: bytes) -> int:
         start = self.offset
@@ -167,16 +179,109 @@ class RecordWriter:
         # Magic word and length word as one 8-byte piece: a whole record then
         # costs three write and hash calls (head, payload, pad) instead of four.
         pieces[0:2] = [pieces[0] + pieces[1]]
-        write, update = self._out.write, self._hash.update
-        for piece in pieces:
-            write(piece)
-            update(piece)
-            self.offset += len(piece)
+        if self._sink is not None:
+            self.offset += self._sink.add(pieces)
+        else:
+            write, update = self._out.write, self._hash.update
+            for piece in pieces:
+                write(piece)
+                update(piece)
+                self.offset += len(piece)
         self.records += 1
         return start
 
+    def close(self) -> None:
+        """Wait until every record is hashed and handed to the file object."""
+        if self._sink is not None:
+            self._sink.close()
+
+    def abort(self) -> None:
+        """Stop the background thread without waiting for what is queued (after an error)."""
+        if self._sink is not None:
+            self._sink.close(abort=True)
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
     def sha256(self) -> str:
+        if self._sink is not None and not self._sink.closed:
+            raise RuntimeError("RecordWriter.sha256() before close()")
         return self._hash.hexdigest()
+
+
+class _Sink:
+    """A thread that hashes and writes chunks of pieces in order."""
+
+    def __init__(self, fileobj: BinaryIO, hasher, chunk: int):
+        self._out = fileobj
+        self._hash = hasher
+        self._chunk = chunk
+        self._pending: list = []
+        self._pending_bytes = 0
+        # a few chunks in flight: memory stays bounded whatever the shard size
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self.closed = False
+        self._thread = threading.Thread(target=self._run, name="record-sink", daemon=True)
+        self._thread.start()
+
+    def add(self, pieces: list) -> int:
+        if self._error is not None:
+            raise self._error
+        size = 0
+        for piece in pieces:
+            size += len(piece)
+        self._pending.extend(pieces)
+        self._pending_bytes += size
+        if self._pending_bytes >= self._chunk:
+            self._flush()
+        return size
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._put(self._pending)
+            self._pending, self._pending_bytes = [], 0
+
+    def _put(self, item) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while True:
+            pieces = self._queue.get()
+            if pieces is None:
+                return
+            if self._error is not None:
+                continue  # drain after a failure
+            try:
+                data = b"".join(pieces)
+                self._hash.update(data)
+                self._out.write(data)
+            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+                self._error = exc
+
+    def close(self, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not abort:
+            self._flush()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and not abort:
+            raise self._error
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,8 @@ def dry_run(options: ConvertOptions, dataset, beam_args: list[str]) -> int:
         job = workers_options(dataclasses.replace(options, output=scratch))
         opts, runner = pipeline_options(beam_args, dataset.first_elements())
         p = beam.Pipeline(runner=runner, options=opts)
-        refs = build_front(p, job, dataset.classes, dataset.source, dataset.folders if dataset.source is None else None)
+        batches = build_front(p, job, dataset.classes, dataset.source, dataset.folders if dataset.source is None else None)
+        refs = batches | "DryRunRefs" >> beam.FlatMap(lambda batch: batch)
         refs | "DryRunCounts" >> DryRunCounts(job.output, max(1, options.label_width) if options.label_format else 0)
         join_branches(p)  # Dask computes only the last step: make it depend on every branch
         p.run().wait_until_finish()

@@ -1,6 +1,6 @@
 """Convert a folder of class folders into sharded MXNet RecordIO files, on Apache Beam.
 
-On one machine (the default runner; one worker process per core):
+On one machine (the default runner: in this process, one encoding thread per core):
 
     python -m pipeline.run --input ./photos --output ./out
 
@@ -51,7 +51,7 @@ from transforms.exclude_existing import ExcludeExisting
 from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
 from transforms.label_sources import LabelSource, LabelSources, prepare_label_source
 from transforms.list_images import ListImages
-from transforms.plan_shards import PlanShards
+from transforms.plan_shards import BatchRefs, PlanShards
 from transforms.write_shards import WriteShards
 
 LOG = logging.getLogger("pipeline.run")
@@ -112,10 +112,13 @@ def pipeline_options(beam_args: list[str], classes: int = 1) -> tuple[PipelineOp
     if runner in (None, "DirectRunner", "direct"):
         # Beam's DirectRunner first tries to download the Prism runner binary, which
         # fails (slowly) offline; the FnApiRunner is what it falls back to anyway.
+        # By default the whole job runs in this process (Beam's in_memory mode), and the
+        # shard writer uses the cores with threads: OpenCV and file reads release the GIL,
+        # and a writer thread hashes and writes. Measured against worker processes, this
+        # starts 1 s sooner, needs a third of the memory and is as fast or faster in every
+        # mode (docs/benchmark.md). --direct_num_workers N > 1 starts N worker processes.
         direct = opts.view_as(DirectOptions)
         given = " ".join(args)
-        if "--direct_num_workers" not in given:  # Beam's default is 1; ours is one worker per core
-            direct.direct_num_workers = os.cpu_count() or 1
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         if "--direct_running_mode" in given or direct.direct_num_workers == 1:
@@ -215,7 +218,8 @@ def workers_options(options: ConvertOptions) -> ConvertOptions:
 def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], source=None, folders=None):
     """The stages up to shard planning: list (folders or a label file), then optionally curate.
 
-    Returns PCollection[ImageRef(relpath, size, label, split, key)] with every split decided.
+    Returns PCollection[list[ImageRef(relpath, size, label, split, key)]]: batches of refs
+    with every split decided.
     """
     layout = layout_for(options)
     findings = None
@@ -223,10 +227,14 @@ def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], s
         listed = list(enumerate(classes)) if folders is None else [(i, classes[i]) for i in folders]
         # (class_index, class_name)
         class_elems = p | "Classes" >> beam.Create(listed)
-        # ImageRef(relpath, size, label, split, key)
-        refs = class_elems | "ListImages" >> ListImages(
+        # [ImageRef(relpath, size, label, split, key)]
+        batches = class_elems | "ListImages" >> ListImages(
             options.input, options.output, layout, options.exts, options.ratios, options.split_seed, options.s3
         )
+        if not (options.check_duplicates or options.stratify):
+            return batches
+        # ImageRef
+        refs = batches | "ListedRefs" >> beam.FlatMap(lambda batch: batch)
     else:
         # ImageRef; (kind, count, item) findings
         refs, findings = p | "LabelSources" >> LabelSources(source, options)
@@ -242,7 +250,7 @@ def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], s
         refs = units | "UnitRefs" >> beam.FlatMap(lambda u: u.refs)
     if findings is not None:
         findings | "WriteFindings" >> WriteFindings(options.output, options.s3)
-    return refs
+    return refs | "BatchRefs" >> BatchRefs()
 
 
 def build_pipeline(
@@ -251,12 +259,18 @@ def build_pipeline(
     # Workers may run in another directory or container: they get absolute local paths.
     options = workers_options(options)
     layout = layout_for(options, previous)
-    refs = build_front(p, options, classes, source, folders)
+    # [ImageRef]
+    batches = build_front(p, options, classes, source, folders)
     if previous is not None:
-        # ImageRef of images not yet in the dataset (--incremental)
-        refs = refs | "ExcludeExisting" >> ExcludeExisting(previous.lists(options.output), options.s3)
+        # [ImageRef] of images not yet in the dataset (--incremental)
+        batches = (
+            batches
+            | "RefsToCheck" >> beam.FlatMap(lambda batch: batch)
+            | "ExcludeExisting" >> ExcludeExisting(previous.lists(options.output), options.s3)
+            | "BatchNew" >> BatchRefs()
+        )
     # ((split, shard, shards), first_id, [ImageRef])
-    groups = refs | "PlanShards" >> PlanShards(
+    groups = batches | "PlanShards" >> PlanShards(
         options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.s3,
         first_ids=previous.next_ids() if previous else None,
     )
@@ -345,6 +359,7 @@ def run(argv: list[str] | None = None) -> int:
     started = STARTED
     try:
         s3.configure(options.s3)
+        storage.set_fsync(options.fsync)
         incremental = options.incremental and storage.exists(storage.join(options.output, MANIFEST))
         if incremental and not options.class_map:
             # the dataset's class map stays fixed: new classes only with --allow-new-classes

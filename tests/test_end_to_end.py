@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import load_manifest, run_cli
+from conftest import SAMPLE, load_manifest, run_cli
 from imgrec import planning, recordio
 
 PASS_THROUGH_ARGS = ["--images-per-shard", "4", "--test-ratio", "0.2", "--train-ratio", "0.6", "--val-ratio", "0.2"]
@@ -244,3 +244,24 @@ def test_foreign_folder_is_not_written_into(sample_dir, tmp_path):
     proc = run_cli("--input", sample_dir, "--output", out, check=False)
     assert proc.returncode == 2 and "not written by this tool" in proc.stderr
     assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_fsync_only_with_the_flag(tmp_path, monkeypatch):
+    """Local files are flushed to disk before their rename only with --fsync (in-process run)."""
+    from imgrec import storage
+    from pipeline import run as run_module
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink("/proc/self/fd/%d" % fd)), real_fsync(fd))[1])
+    try:
+        assert run_module.run(["--input", str(SAMPLE), "--output", str(tmp_path / "plain"), "--quiet"]) == 0
+        assert synced == []
+        assert run_module.run(["--input", str(SAMPLE), "--output", str(tmp_path / "durable"), "--quiet", "--fsync"]) == 0
+    finally:
+        storage.set_fsync(False)
+    names = {os.path.basename(p).split(".tmp-")[0].lstrip(".") for p in synced}
+    manifest = load_manifest(tmp_path / "durable")
+    shard_files = {os.path.basename(s[k]) for split in manifest["splits"].values() for s in split["shards"] for k in ("rec", "idx")}
+    assert shard_files and shard_files <= names
+    assert "manifest.json" in names

@@ -164,3 +164,65 @@ def test_oversized_record_is_refused():
 
     with pytest.raises(RecordIOError, match="too large"):
         recordio.frame(Huge())
+
+
+def test_background_writer_writes_the_same_bytes_offsets_and_sha256():
+    import hashlib
+    import random
+
+    rng = random.Random(7)
+    # sizes around the chunk size, and payloads with aligned and unaligned magic words
+    payloads = [rng.randbytes(rng.choice([0, 3, 100, 5000, 300_000, 1_200_000])) for _ in range(40)]
+    payloads += [b"xx" + M + b"yy" * 100, M * 5000]
+    plain, threaded = io.BytesIO(), io.BytesIO()
+    w1 = recordio.RecordWriter(plain)
+    offsets1 = [w1.write(p) for p in payloads]
+    with recordio.RecordWriter(threaded, background=True) as w2:
+        offsets2 = [w2.write(p) for p in payloads]
+    assert threaded.getvalue() == plain.getvalue()
+    assert offsets2 == offsets1 and w2.offset == w1.offset == len(plain.getvalue())
+    assert w2.records == len(payloads)
+    assert w2.sha256() == w1.sha256() == hashlib.sha256(plain.getvalue()).hexdigest()
+
+
+def test_background_writer_needs_close_before_sha256():
+    w = recordio.RecordWriter(io.BytesIO(), background=True)
+    w.write(b"abc")
+    with pytest.raises(RuntimeError, match="before close"):
+        w.sha256()
+    w.close()
+    assert len(w.sha256()) == 64
+
+
+class _FailingFile(io.RawIOBase):
+    def __init__(self, fail_after):
+        self.written = 0
+        self.fail_after = fail_after
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if self.written + len(data) > self.fail_after:
+            raise OSError(28, "No space left on device")
+        self.written += len(data)
+        return len(data)
+
+
+def test_background_writer_raises_the_write_error_in_the_caller():
+    w = recordio.RecordWriter(_FailingFile(fail_after=3 << 20), background=True)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(200):  # 200 x 100 KB: the fourth chunk fails
+            w.write(b"\1" * 100_000)
+        w.close()
+
+
+def test_background_writer_abort_after_an_error_does_not_hang():
+    # The thread's error may reach a write first (OSError) or not (ValueError): either way no hang.
+    w = recordio.RecordWriter(_FailingFile(fail_after=0), background=True)
+    with pytest.raises((ValueError, OSError)):
+        with w:
+            for _ in range(50):
+                w.write(b"\1" * 100_000)
+            raise ValueError("caller failed")
+    assert w._sink.closed and not w._sink._thread.is_alive()

@@ -55,7 +55,7 @@ def test_list_images_labels_by_top_folder_and_records_errors(tree, tmp_path):
     with pipeline() as p:
         refs = p | beam.Create([(0, "cat"), (1, "dog")]) | ListImages(
             str(root), str(out), layout, (".jpg", ".jpeg", ".png"), RATIOS, "0"
-        )
+        ) | beam.FlatMap(lambda batch: batch)
         assert_that(
             refs,
             equal_to(
@@ -85,7 +85,8 @@ def make_refs(n):
 def test_plan_shards_groups_by_key_and_numbers_ids_densely(tmp_path):
     refs = make_refs(40)
     with pipeline() as p:
-        groups = p | beam.Create(refs) | PlanShards(RATIOS, 256, 5, str(tmp_path))
+        # two batches with refs of both splits in each
+        groups = p | beam.Create([refs[:17], refs[17:]]) | PlanShards(RATIOS, 256, 5, str(tmp_path))
         # (split, shard, shards, first id, sorted relpaths)
         summary = groups | beam.Map(lambda g: (*g[0], g[1], sorted(r.relpath for r in g[2])))
         expected = []

@@ -1,4 +1,4 @@
-"""ListImages: one element per class folder -> one ImageRef per image in it.
+"""ListImages: one element per class folder -> the ImageRefs of its images, in batches.
 
 Each class is listed by its own DoFn call, so classes are listed in parallel
 (on S3, one prefix listing per class instead of one sequential listing of the
@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 from imgrec import s3, storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.layout import Layout
-from imgrec.planning import ImageRef, SplitRatios, assign_split, image_key
+from imgrec.planning import BATCH_REFS, ImageRef, RefBatch, SplitRatios, assign_split, image_key
 
 
 def classify_entry(entry: storage.FileEntry, exts: tuple[str, ...]) -> ErrorRecord | None | bool:
@@ -49,9 +49,10 @@ def list_class(
 ):
     """Refs, errors and the count of ignored non-image files for one class folder."""
     refs, errors, ignored = [], [], 0
+    prefix = class_name + "/"
     for entry in storage.walk_files(storage.join(input_root, class_name)):
-        rel = class_name + "/" + entry.relpath if entry.relpath else class_name
-        entry = storage.FileEntry(rel, entry.size, entry.error, entry.detail)
+        rel = prefix + entry.relpath if entry.relpath else class_name
+        entry = entry._replace(relpath=rel)
         verdict = classify_entry(entry, exts)
         if verdict is True:
             key = image_key(rel, seed)
@@ -100,11 +101,13 @@ class _ListClassFn(beam.DoFn):
         )
         self._listed.inc(len(refs))
         self._errors.inc(len(errors))
-        yield from refs
+        # batches, not one element per image: Beam's per-element cost would exceed the listing's
+        for start in range(0, len(refs), BATCH_REFS):
+            yield RefBatch(refs[start:start + BATCH_REFS])
 
 
 class ListImages(beam.PTransform):
-    """PCollection[(class_index, class_name)] -> PCollection[ImageRef]."""
+    """PCollection[(class_index, class_name)] -> PCollection[list[ImageRef]] (batches of one class)."""
 
     def __init__(self, input_root, output_root, layout, exts, ratios, seed, s3_settings=None):
         super().__init__()

@@ -1,17 +1,16 @@
-"""PlanShards: ImageRefs -> each shard's refs together with its first record id.
+"""PlanShards: batches of ImageRefs -> each shard's refs together with its first record id.
 
-Only metadata crosses this stage's shuffles: per-split totals decide the shard
-count, an image's key decides its shard, per-shard counts decide the ids. The
-plan is also written to ``_work/plan.json`` so the finaliser knows exactly
-which shards must exist.
+Only metadata crosses this stage's shuffles, and only in batches (lists of
+refs), so a runner's per-element costs are paid per batch, not per image:
+per-split totals decide the shard count, an image's key decides its shard,
+per-shard counts decide the ids. The plan is also written to
+``_work/plan.json`` so the finaliser knows exactly which shards must exist.
 
 No side inputs: the global facts (shard counts, first ids) reach the refs
 through joins, i.e. a Flatten of tagged elements and a GroupByKey. Beam's
 Dask runner evaluates a side input by recomputing its whole upstream inside
 every task that reads it (listing the input again, and duplicating elements),
-while Flatten and GroupByKey are translated by every runner. Totals are summed
-per key-range bucket first, so no step holds one value per image even on a
-runner without combiner lifting (Dask).
+while Flatten and GroupByKey are translated by every runner.
 """
 
 from __future__ import annotations
@@ -22,43 +21,17 @@ import apache_beam as beam
 
 from imgrec import s3, storage
 from imgrec.layout import WORK
-from imgrec.planning import SplitTotals, assign_shard, plan_shard_counts, shard_bases, split_range
+from imgrec.planning import BATCH_REFS, RefBatch, SplitTotals, assign_shard, plan_shard_counts, shard_bases
 
 PLAN = WORK + "/plan.json"
 
-# Each split's key range is cut into this many equal buckets: the refs meet their
-# split's shard count bucket by bucket (a bucket holds images/JOIN_BUCKETS refs:
-# 14k for 14 M images) and a bucket overlaps only a few shards. It does not change the output.
-JOIN_BUCKETS = 1024
+# The batches of each split meet its shard count in this many join groups (a batch's
+# group comes from its first key), so shard assignment runs in parallel on a cluster
+# while the shuffle carries a few elements per batch. It does not change the output.
+JOIN_GROUPS = 64
 
-# Tags of the joined values: a fact (a shard count or a first id) or an image ref.
+# Tags of the joined values: a fact (a shard count or a first id) or a batch of refs.
 _FACT, _REF = 0, 1
-
-
-def key_bucket(key: int, split: str, ratios) -> int:
-    """The bucket of a key: its position inside its split's key range, scaled to JOIN_BUCKETS."""
-    lo, hi = split_range(split, ratios)
-    return (key - lo) * JOIN_BUCKETS // (hi - lo)
-
-
-class _SumCountBytes(beam.CombineFn):
-    """sizes -> (records, bytes)"""
-
-    def create_accumulator(self):
-        return (0, 0)
-
-    def add_input(self, acc, size):
-        return acc[0] + 1, acc[1] + size
-
-    def merge_accumulators(self, accs):
-        records = total = 0
-        for r, b in accs:
-            records += r
-            total += b
-        return records, total
-
-    def extract_output(self, acc):
-        return acc
 
 
 class _MergeTotals(beam.CombineFn):
@@ -83,29 +56,50 @@ class _MergeTotals(beam.CombineFn):
         return acc
 
 
-def _shard_counts_per_bucket(totals, shard_size_mb, images_per_shard):
-    # totals: {split: (records, bytes)} -> ((split, bucket), (_FACT, shards)) for every bucket
+def _by_split(batch):
+    # [ImageRef] -> ((split, join group), [ImageRef of that split]) per split in the batch
+    per_split = {}
+    for ref in batch:
+        per_split.setdefault(ref.split, RefBatch()).append(ref)
+    for split, refs in per_split.items():
+        yield (split, refs[0].key % JOIN_GROUPS), refs
+
+
+def _split_totals(keyed):
+    # ((split, group), [ImageRef]) -> {split: (records, bytes)}
+    (split, _), refs = keyed
+    return {split: (len(refs), sum(r.size for r in refs))}
+
+
+def _shard_counts_per_group(totals, shard_size_mb, images_per_shard):
+    # totals: {split: (records, bytes)} -> ((split, group), (_FACT, shards)) for every join group
     counts = plan_shard_counts({s: SplitTotals(*v) for s, v in totals.items()}, shard_size_mb, images_per_shard)
     for split, shards in sorted(counts.items()):
-        for bucket in range(JOIN_BUCKETS):
-            yield (split, bucket), (_FACT, shards)
+        for group in range(JOIN_GROUPS):
+            yield (split, group), (_FACT, shards)
 
 
 def _assign_shards(element, ratios):
-    # ((split, bucket), [(_FACT, shards), (_REF, ImageRef), ...]) -> [((split, shard, shards), ImageRef)]
+    # ((split, group), [(_FACT, shards), (_REF, [ImageRef]), ...]) -> ((split, shard, shards), [ImageRef]) per shard
     (split, _), tagged = element
-    tagged = list(tagged)
-    shards = next(value for tag, value in tagged if tag == _FACT)
-    return [((split, assign_shard(ref.key, split, ratios, shards), shards), ref) for tag, ref in tagged if tag == _REF]
+    shards, batches = None, []
+    for tag, value in tagged:
+        if tag == _FACT:
+            shards = value
+        else:
+            batches.append(value)
+    per_shard = {}
+    for refs in batches:
+        for ref in refs:
+            per_shard.setdefault(assign_shard(ref.key, split, ratios, shards), RefBatch()).append(ref)
+    for shard, refs in sorted(per_shard.items()):
+        yield (split, shard, shards), refs
 
 
 def _shard_totals(assigned):
-    # [((split, shard, shards), ImageRef)] -> {(split, shard, shards): (records, bytes)}
-    totals = {}
-    for key, ref in assigned:
-        records, size = totals.get(key, (0, 0))
-        totals[key] = (records + 1, size + ref.size)
-    return totals
+    # ((split, shard, shards), [ImageRef]) -> {(split, shard, shards): (records, bytes)}
+    key, refs = assigned
+    return {key: (len(refs), sum(r.size for r in refs))}
 
 
 def _plan_document(counts: dict, totals: dict) -> dict:
@@ -134,19 +128,47 @@ def _write_plan_and_bases(per_shard, output, s3_settings=None, first_ids=None):
 
 
 def _with_first_id(element):
-    # ((split, shard, shards), [(_FACT, first id), (_REF, ImageRef), ...])
+    # ((split, shard, shards), [(_FACT, first id), (_REF, [ImageRef]), ...]) -> (key, first id, [ImageRef])
     key, tagged = element
-    first_id, refs = None, []
+    first_id, refs = None, RefBatch()
     for tag, value in tagged:
         if tag == _FACT:
             first_id = value
         else:
-            refs.append(value)
+            refs.extend(value)
     return key, first_id, refs
 
 
+class _Batch(beam.DoFn):
+    """ImageRefs -> RefBatches of up to ``size`` of them (per bundle)."""
+
+    def __init__(self, size):
+        self._size = size
+
+    def start_bundle(self):
+        self._batch = RefBatch()
+
+    def process(self, element):
+        self._batch.append(element)
+        if len(self._batch) >= self._size:
+            yield self._batch
+            self._batch = RefBatch()
+
+    def finish_bundle(self):
+        if self._batch:
+            yield beam.transforms.window.GlobalWindows.windowed_value(self._batch)
+            self._batch = RefBatch()
+
+
+class BatchRefs(beam.PTransform):
+    """PCollection[ImageRef] -> PCollection[list[ImageRef]]: what PlanShards takes."""
+
+    def expand(self, refs):
+        return refs | "Batch" >> beam.ParDo(_Batch(BATCH_REFS))
+
+
 class PlanShards(beam.PTransform):
-    """PCollection[ImageRef] -> PCollection[((split, shard, shards), first_id, [ImageRef])]."""
+    """PCollection[list[ImageRef]] -> PCollection[((split, shard, shards), first_id, [ImageRef])]."""
 
     def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, s3_settings=None, first_ids=None):
         super().__init__()
@@ -157,35 +179,32 @@ class PlanShards(beam.PTransform):
         self._s3 = s3_settings
         self._first_ids = dict(first_ids or {})
 
-    def expand(self, refs):
-        ratios = self._ratios
-        # ((split, bucket), ImageRef)
-        bucketed = refs | "KeyByBucket" >> beam.Map(lambda r: ((r.split, key_bucket(r.key, r.split, ratios)), r))
-        # ((split, bucket), (_FACT, shards)) for every bucket of every split
+    def expand(self, batches):
+        # ((split, group), [ImageRef])
+        keyed = batches | "BySplit" >> beam.FlatMap(_by_split)
+        # ((split, group), (_FACT, shards)) for every join group of every split
         shard_counts = (
-            bucketed
-            | "SizeByBucket" >> beam.Map(lambda kv: (kv[0], kv[1].size))
-            | "BucketTotals" >> beam.CombinePerKey(_SumCountBytes())
-            | "BySplit" >> beam.Map(lambda kv: {kv[0][0]: kv[1]})
+            keyed
+            | "SplitTotalsInBatch" >> beam.Map(_split_totals)
             | "SplitTotals" >> beam.CombineGlobally(_MergeTotals()).without_defaults()
-            | "ShardCounts" >> beam.FlatMap(_shard_counts_per_bucket, self._shard_size_mb, self._images_per_shard)
+            | "ShardCounts" >> beam.FlatMap(_shard_counts_per_group, self._shard_size_mb, self._images_per_shard)
         )
-        # [((split, shard, shards), ImageRef)], one list per bucket
+        # ((split, shard, shards), [ImageRef]): a batch's refs, cut by shard
         assigned = (
-            (shard_counts, bucketed | "TagRefs" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1]))))
+            (shard_counts, keyed | "TagRefs" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1]))))
             | "JoinCounts" >> beam.Flatten()
-            | "GroupByBucket" >> beam.GroupByKey()
-            | "AssignShards" >> beam.Map(_assign_shards, ratios)
+            | "GroupBySplit" >> beam.GroupByKey()
+            | "AssignShards" >> beam.FlatMap(_assign_shards, self._ratios)
         )
         # ((split, shard, shards), (_FACT, first id)); writes the plan
         first_ids = (
             assigned
-            | "ShardTotalsInBucket" >> beam.Map(_shard_totals)
+            | "ShardTotalsInBatch" >> beam.Map(_shard_totals)
             | "ShardTotals" >> beam.CombineGlobally(_MergeTotals()).without_defaults()
             | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._s3, self._first_ids)
         )
-        # ((split, shard, shards), (_REF, ImageRef))
-        tagged_refs = assigned | "TagAssigned" >> beam.FlatMap(lambda pairs: ((k, (_REF, r)) for k, r in pairs))
+        # ((split, shard, shards), (_REF, [ImageRef]))
+        tagged_refs = assigned | "TagAssigned" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1])))
         return (
             (first_ids, tagged_refs)
             | "JoinFirstIds" >> beam.Flatten()

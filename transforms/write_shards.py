@@ -124,8 +124,7 @@ def write_shard(
     work = ((first_id + i, ref) for i, ref in enumerate(ordered))
     if read_threads > threads:
         work = ordered_map(fetch, work, read_threads, window=2 * read_threads)
-    with storage.atomic_writer(storage.join(out, rec_rel)) as f:
-        writer = recordio.RecordWriter(f)
+    with storage.atomic_writer(storage.join(out, rec_rel)) as f, recordio.RecordWriter(f, background=True) as writer:
         for ref, record_id, packed, error in ordered_map(load, work, threads, window=4 * max(1, threads)):
             if error is not None:
                 errors.append(error)
@@ -141,6 +140,7 @@ def write_shard(
             lst_lines.append(format_lst_line(record_id, label, ref.relpath))
             if edge:
                 edges[str(edge)] = edges.get(str(edge), 0) + 1
+        writer.close()
         size, sha, written = writer.offset, writer.sha256(), writer.records
     storage.write_text(storage.join(out, idx_rel), "".join(idx_lines))
     record = {
@@ -221,12 +221,14 @@ class _WriteShardFn(beam.DoFn):
         self._resumed = Metrics.counter("imgrec", "shards_resumed")
 
     def setup(self):
+        images.tune_for_threads()
         self._threads = self._options.threads or default_threads(self._options)
         self._read_threads = self._options.read_threads or (
             S3_READ_THREADS if storage.is_s3(self._options.input) else 0
         )
         # Beam's own --s3_* options do not reach these workers: apply ours in every process.
         s3.configure(self._options.s3)
+        storage.set_fsync(self._options.fsync)
         self._progress = ProgressWriter(self._options.output)
 
     def process(self, element):

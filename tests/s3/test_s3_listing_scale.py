@@ -91,6 +91,7 @@ def test_5000_objects_are_listed_completely_per_class(moto_endpoint, moto_log, b
             p
             | beam.Create(list(enumerate(classes)))
             | ListImages(root, out, Layout(), (".jpg",), SplitRatios(0.8, 0.2, 0.0), "0", settings)
+            | beam.FlatMap(lambda batch: batch)
         )
         # Fused with the listing step: which worker process listed each image.
         (
