@@ -173,8 +173,9 @@ OPTIONS: tuple[Opt, ...] = (
         "Accept the request charges of requester-pays buckets (needed to read one).",
         default=False, type=None, action="store_true", example="--s3-requester-pays"),
     Opt(("--threads",), "threads", "runner",
-        "Images checked/encoded at once inside each worker (OpenCV releases the GIL). 0 = one per core, "
-        "except 1 for local pass-through (short Python work, where more threads only add GIL hand-offs).",
+        "Images checked/encoded at once inside each worker (OpenCV releases the GIL). 0 = one per core plus "
+        "one, except 1 for local pass-through (short Python work, where more threads only add GIL hand-offs; "
+        "a writer thread still hashes and writes beside it).",
         default=0, type=int, example="--threads 4"),
     Opt(("--read-threads",), "read_threads", "runner",
         "Images read ahead at once per worker, on their own threads, while --threads encode: for S3 input, "
