@@ -6,8 +6,8 @@
 
 moto's S3 server runs on 127.0.0.1; every GET passes through a proxy that waits
 ``--delay`` seconds first (tests/s3/flaky_proxy.py), as a real bucket's first-byte
-latency would. The job runs S3 -> local in pass-through mode with the same worker
-count each time; only ``--read-threads`` changes. Prints images/s per setting.
+latency would. The job runs S3 -> local in pass-through mode with the same runner
+each time; only ``--read-threads`` changes. Prints images/s per setting.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--delay", type=float, default=0.03, help="seconds added to every GET (default 0.03)")
     ap.add_argument("--read-threads", type=int, nargs="+", default=[1, 4, 16, 32])
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="Beam worker processes (--direct_num_workers); default: the job's default, one process")
     args = ap.parse_args()
 
     import boto3
@@ -71,8 +72,9 @@ def main() -> int:
         for i in range(args.images):
             src = photos[i % len(photos)]
             client.put_object(Bucket="photos", Key="in/%s/%05d.jpg" % (src.parent.name, i), Body=src.read_bytes())
-        print("%d images in s3://photos/in/, %.0f ms added to every GET, %d worker processes"
-              % (args.images, args.delay * 1000, args.workers))
+        print("%d images in s3://photos/in/, %.0f ms added to every GET, %s"
+              % (args.images, args.delay * 1000,
+                 "%d worker processes" % args.workers if args.workers else "one process (the default runner)"))
         print("%14s %10s %10s" % ("read-threads", "seconds", "images/s"))
         with FlakyProxy(endpoint) as proxy:
             proxy.get_delay = args.delay
@@ -81,8 +83,8 @@ def main() -> int:
                 start = time.perf_counter()
                 proc = subprocess.run(
                     [sys.executable, "-m", "pipeline.run", "--input", "s3://photos/in/", "--output", str(out),
-                     "--s3-endpoint-url", proxy.url, "--read-threads", str(n), "--quiet",
-                     "--direct_num_workers", str(args.workers)],
+                     "--s3-endpoint-url", proxy.url, "--read-threads", str(n), "--quiet"]
+                    + (["--direct_num_workers", str(args.workers)] if args.workers else []),
                     cwd=REPO, env={**os.environ, **FAKE_ENV}, capture_output=True, text=True,
                 )
                 took = time.perf_counter() - start
