@@ -105,3 +105,16 @@ def test_order_in_shard_is_by_key_and_mixes_classes():
 
 def test_shard_name():
     assert planning.shard_name("data", 3, 16, "rec") == "data-00003-of-00016.rec"
+
+
+def test_ref_batch_pickles_as_tuples_and_comes_back_as_image_refs():
+    import pickle
+
+    from imgrec.planning import RefBatch
+
+    batch = RefBatch([ImageRef("a/b.jpg", 10, (0, 2), "train", 5), ImageRef("c/d.png", 2, 1, "validation", 1 << 63)])
+    data = pickle.dumps(batch, protocol=4)
+    assert b"ImageRef" not in data  # rows, not NamedTuples
+    back = pickle.loads(data)
+    assert type(back) is RefBatch and back == batch
+    assert all(type(r) is ImageRef for r in back) and back[0].label == (0, 2) and back[1].key == 1 << 63

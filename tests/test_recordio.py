@@ -225,4 +225,4 @@ def test_background_writer_abort_after_an_error_does_not_hang():
             for _ in range(50):
                 w.write(b"\1" * 100_000)
             raise ValueError("caller failed")
-    assert w._sink.closed and not w._sink._thread.is_alive()
+    assert w._sink.closed and not any(t.is_alive() for t in w._sink._threads)

@@ -44,14 +44,15 @@ def read_input(uri: str) -> bytes:
         raise images.BadImage("unreadable", exc.strerror or str(exc)) from None
 
 
-def image_payload(data: bytes, options: ConvertOptions) -> bytes:
-    """The image bytes to store for one input; raises BadImage when it cannot be stored."""
+def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, int]:
+    """The image bytes to store for one input and their shorter edge; raises BadImage when it cannot be stored."""
     info = images.check_structure(data, options.max_pixels)
     if options.pass_through:
         if options.validate == "decode":
             images.full_decode_check(data, options.encode.color)
-        return data
-    return images.transcode(data, info, options.encode, options.max_pixels)
+        return data, min(info.width, info.height)
+    payload = images.transcode(data, info, options.encode, options.max_pixels)
+    return payload, shorter_edge(payload)
 
 
 def shorter_edge(payload: bytes) -> int:
@@ -112,12 +113,12 @@ def write_shard(
         if error is not None:
             return ref, record_id, None, error
         try:
-            payload = image_payload(data, options)
+            payload, edge = image_payload(data, options)
         except images.BadImage as exc:
             stage = STAGE_VALIDATE if options.pass_through or exc.reason != "encode_failed" else STAGE_ENCODE
             return ref, record_id, None, ErrorRecord(ref.relpath, exc.reason, stage, exc.detail)
         label = labels.encode_label(ref.label, options.label_format, options.label_width, options.label_pad)
-        return ref, record_id, (recordio.pack(label, record_id, payload), label, shorter_edge(payload)), None
+        return ref, record_id, (recordio.pack(label, record_id, payload), label, edge), None
 
     idx_lines, lst_lines, offsets, errors = [], [], [], []
     edges: dict[str, int] = {}  # shorter image edge -> images, for sagemaker.json's image_shape
