@@ -451,7 +451,17 @@ def job_metrics(result) -> dict | None:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    # The job is over and everything is written. A normal interpreter exit would now
+    # tear down Beam's modules and thread pools one object at a time (0.15 s here, a
+    # tenth of a small run); flush what is buffered and leave at once instead.
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
