@@ -59,11 +59,31 @@ def progress_line(done: int, total: int | None, nbytes: int, errors: int, elapse
     rate = done / elapsed if elapsed > 0 else 0.0
     if total:
         pct = min(100.0, 100.0 * (done + errors) / total)
-        eta = format_eta((total - done - errors) / rate) if rate > 0 and done + errors < total else "0:00:00"
+        if done + errors >= total:
+            eta = "0:00:00"
+        elif rate > 0 and (done + errors) * 100 >= total:
+            eta = format_eta((total - done - errors) / rate)
+        else:  # the rate so far is mostly start-up: no estimate before 1% is done
+            eta = "?"
         head = "[%3.0f%%] %d/%d images" % (pct, min(done, total), total)
     else:
         head, eta = "[ listing ] %d images" % done, "?"
     return "%s | %.0f img/s | %s written | %d skipped | ETA %s" % (head, rate, human_bytes(nbytes), errors, eta)
+
+
+class _ClearLine(logging.Filter):
+    """Before a log record reaches the terminal: move to the start of the line and erase the bar."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self._stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._stream.write("\r\x1b[K")
+        except (OSError, ValueError):
+            pass
+        return True
 
 
 class ProgressMonitor:
@@ -82,12 +102,24 @@ class ProgressMonitor:
         self.last_line = ""
 
     def start(self) -> "ProgressMonitor":
+        if self._tty:
+            # A log line written to the same terminal (a finished shard, a warning) first
+            # clears the bar, so it starts at the left edge; the next poll redraws the bar.
+            self._clear = _ClearLine(self._stream)
+            self._handlers = [
+                h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is self._stream
+            ]
+            for handler in self._handlers:
+                handler.addFilter(self._clear)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        for handler in getattr(self, "_handlers", []):
+            handler.removeFilter(self._clear)
         self._emit(final=True)
         if self._tty:
             self._stream.write("\n")

@@ -14,6 +14,10 @@ def test_progress_line_shows_counts_rate_bytes_errors_and_eta():
     line = progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0)
     assert line == "[ 26%] 50/200 images | 5 img/s | 3.0 MiB written | 2 skipped | ETA 0:00:29"
     assert progress_line(10, None, 0, 0, 1.0).startswith("[ listing ] 10 images")
+    # no estimate from the start-up's rate: none before 1% is done
+    assert progress_line(0, 20000, 0, 0, 0.5).endswith("ETA ?")
+    assert progress_line(1, 20000, 100, 0, 0.5).endswith("ETA ?")
+    assert progress_line(200, 20000, 100, 0, 2.0).endswith("ETA 0:03:18")
     assert format_eta(3725) == "1:02:05"
 
 
@@ -53,6 +57,12 @@ def test_progress_redraws_one_line_on_a_terminal(tmp_path):
     text = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0
     assert "\r[100%] 30/30 images" in text
+    # a shard's log line never lands on the bar's row: the bar is erased first
+    shard_lines = [m.start() for m in re.finditer(r"\d{4}-\d\d-\d\d [\d:,]+ INFO imgrec.write_shards: shard ", text)]
+    assert shard_lines, text
+    for start in shard_lines:
+        before = text[:start]
+        assert before.endswith("\r\x1b[K") or before.endswith("\n"), repr(before[-80:])
 
 
 def test_quiet_prints_nothing_but_writes_the_summary(tmp_path):
