@@ -18,7 +18,8 @@ def _pair(data: bytes, size: int) -> tuple[np.ndarray, np.ndarray, int]:
     info = images.probe(data)
     params = images.EncodeParams(resize=size)
     reduced, factor = images.decode(data, info, params)
-    ours = images.resize_shorter(reduced, size, cv2.INTER_AREA)
+    # the job's own size rule: im2rec.py's size, computed from the full-size image
+    ours = images.resize_shorter(reduced, size, cv2.INTER_AREA, source=images.full_size(reduced, info, factor))
     full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     ref = cv2.resize(full, (ours.shape[1], ours.shape[0]), interpolation=cv2.INTER_AREA)
     return ours, ref, factor

@@ -214,9 +214,19 @@ def center_crop(img: np.ndarray) -> np.ndarray:
     return img[:, margin : margin + h]
 
 
-def resize_shorter(img: np.ndarray, size: int, interpolation: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """im2rec.py's resize: shorter edge to ``size``, the other edge by integer division."""
+def resize_shorter(
+    img: np.ndarray, size: int, interpolation: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """im2rec.py's resize: shorter edge to ``size``, the other edge by integer division.
+
+    ``source`` is the (width, height) the target size is computed from, when ``img``
+    is a DCT-reduced decode of it: the reduced image's sides are rounded up, so
+    computing from them could come out a pixel off im2rec.py's size.
+    """
     h, w = img.shape[:2]
+    if source is not None:
+        w, h = source
     if h > w:
         new_w, new_h = size, h * size // w
     else:
@@ -228,7 +238,7 @@ def resize_shorter(img: np.ndarray, size: int, interpolation: int, max_pixels: i
             "too_many_pixels",
             "resizing %dx%d to a shorter edge of %d gives %dx%d, over --max-pixels %d" % (w, h, size, new_w, new_h, max_pixels),
         )
-    if (new_w, new_h) == (w, h):
+    if (new_w, new_h) == img.shape[1::-1]:
         return img
     return cv2.resize(img, (new_w, new_h), interpolation=interpolation)
 
@@ -247,16 +257,38 @@ def encode(img: np.ndarray, params: EncodeParams) -> bytes:
     return buf.tobytes()
 
 
+def full_size(img: np.ndarray, info: ImageInfo, factor: int) -> tuple[int, int] | None:
+    """The (width, height) a full decode would give, for an image decoded at 1/``factor``.
+
+    A reduced decode rounds each side up (ceil(side / factor)); an EXIF rotation
+    applied by OpenCV swaps them. None when there was no reduction or the shape
+    matches neither.
+    """
+    if factor <= 1 or not (info.width and info.height):
+        return None
+    h, w = img.shape[:2]
+    reduced = (-(-info.width // factor), -(-info.height // factor))
+    if (w, h) == reduced:
+        return info.width, info.height
+    if (h, w) == reduced:  # turned by a quarter for its EXIF orientation
+        return info.height, info.width
+    return None
+
+
 def transcode(data: bytes, info: ImageInfo, params: EncodeParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """Decode, crop, resize and re-encode one image the way im2rec.py does."""
     img, factor = decode(data, info, params)
+    full = full_size(img, info, factor)
     if params.center_crop:
         img = center_crop(img)
+        if full is not None:
+            full = (min(full),) * 2
     if params.resize:
         # After a DCT-domain reduction, finish with an area resize (the better
-        # filter for shrinking); otherwise keep im2rec.py's bilinear resize.
+        # filter for shrinking); otherwise keep im2rec.py's bilinear resize. The
+        # size is im2rec.py's, computed from the full-size image (or its crop).
         interp = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
-        img = resize_shorter(img, params.resize, interp, max_pixels)
+        img = resize_shorter(img, params.resize, interp, max_pixels, full)
     return encode(img, params)
 
 
