@@ -5,32 +5,34 @@ PYTHON ?= python3
 VENV := .venv
 MX_VENV := .venv-mxnet
 DALI_VENV := .venv-dali
-PIP_QUIET ?= -q
+# Extra pip flags (not PIP_*: pip reads those names from the environment, and make exports
+# a variable given on its command line). `make test PIPFLAGS=-v` to see the installs.
+PIPFLAGS ?= -q
 
 .PHONY: install envs sample test bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_QUIET) -e .
+	$(VENV)/bin/pip install $(PIPFLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIPFLAGS) -e .
 	touch $@
 
 # Test-only extras (pytest, moto's S3 server, Dask, Pillow) on top of the runtime.
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
+	$(VENV)/bin/pip install $(PIPFLAGS) -e '.[test]'
 	touch $@
 
 # mxnet 1.9.1 is retired and pins numpy<1.24: it lives in its own environment,
 # used only by the compatibility tests (as a subprocess), never by the job.
 $(MX_VENV)/.installed:
 	$(PYTHON) -m venv $(MX_VENV)
-	$(MX_VENV)/bin/pip install $(PIP_QUIET) 'mxnet==1.9.1' 'numpy<1.24' 'opencv-python-headless<4.9'
+	$(MX_VENV)/bin/pip install $(PIPFLAGS) 'mxnet==1.9.1' 'numpy<1.24' 'opencv-python-headless<4.9'
 	touch $@
 
 # NVIDIA DALI's MXNet reader runs on the CPU (device_id=None): the second real reader.
 $(DALI_VENV)/.installed:
 	$(PYTHON) -m venv $(DALI_VENV)
-	$(DALI_VENV)/bin/pip install $(PIP_QUIET) nvidia-dali-cuda120 numpy
+	$(DALI_VENV)/bin/pip install $(PIPFLAGS) nvidia-dali-cuda120 numpy
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,7 +46,7 @@ test: $(VENV)/.test-installed envs
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: install $(MX_VENV)/.installed
-	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[bench]'
+	$(VENV)/bin/pip install $(PIPFLAGS) -e '.[bench]'
 	$(VENV)/bin/python bench/compare.py
 
 clean:

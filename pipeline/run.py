@@ -411,7 +411,13 @@ def run(argv: list[str] | None = None) -> int:
     except TooManyErrorsError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if interrupted(exc):  # Ctrl-C inside a Beam step arrives wrapped in the step's error
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
         message = storage_error_message(exc)
         if message is not None:
             print("error: %s" % message, file=sys.stderr)
@@ -426,6 +432,20 @@ def run(argv: list[str] | None = None) -> int:
     if not ns.quiet:
         print(manifest["summary_text"], end="")
     return 0
+
+
+INTERRUPTED = "error: interrupted, no manifest written (rerun with --resume to keep the shards already finished)"
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C that a runner wrapped in its own error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or str(exc).startswith("KeyboardInterrupt"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def last_line(exc: BaseException) -> str:

@@ -288,3 +288,29 @@ def test_adding_images_moves_none_to_another_split(tmp_path):
     before, after = splits(out1), splits(out2)
     assert len(before) == 200 and len(after) == 220
     assert all(after[p] == s for p, s in before.items())
+
+
+def test_ctrl_c_stops_with_one_line_and_no_manifest(tmp_path):
+    root = tmp_path / "in"
+    make_many(root, 600, size=(320, 240))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.run", "--input", str(root), "--output", str(out), "--resize", "100",
+         "--images-per-shard", "25", "--threads", "1"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    shard_records = out / "_work" / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if shard_records.is_dir() and list(shard_records.glob("[!.]*.json")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the job finished before it could be interrupted; make the input bigger"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "error: interrupted, no manifest written (rerun with --resume to keep the shards already finished)"
+    )
+    assert not (out / "manifest.json").exists()
