@@ -7,7 +7,7 @@ saves the folder -> label map it prints (``PREFIX_labels.txt``):
 
 Record mode packs every ``.lst`` whose path starts with PREFIX into a ``.rec``
 and ``.idx`` beside it, in the list's order, on Apache Beam with
-``--num-thread`` worker processes; bad images are skipped and reported:
+``--num-thread`` encoding threads; bad images are skipped and reported:
 
     python -m pipeline.im2rec ./example_rec ./example/ --recursive --pass-through --pack-label --num-thread 8
 
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     rgroup.add_argument("--quality", type=int, default=95,
                         help="JPEG quality for encoding, 1-100; or PNG compression for encoding, 1-9")
     rgroup.add_argument("--num-thread", type=int, default=1,
-                        help="number of parallel workers (Beam worker processes) reading and encoding images. "
+                        help="number of images read and encoded at once (threads; OpenCV releases the GIL; "
+                        "local pass-through reads on one thread and hashes and writes on two more). "
                         "Unlike im2rec.py, the records always stay in the input list's order.")
     rgroup.add_argument("--color", type=int, default=1, choices=[-1, 0, 1],
                         help="specify the color mode of the loaded image. "
@@ -259,11 +260,29 @@ def remove_tree(uri: str) -> None:
         shutil.rmtree(uri, ignore_errors=True)
 
 
-def beam_flags(beam_args: list[str], num_thread: int) -> list[str]:
-    """--num-thread is the number of Beam workers unless Beam's own flag says otherwise."""
-    if any(a.startswith("--direct_num_workers") for a in beam_args):
-        return list(beam_args)
-    return list(beam_args) + ["--direct_num_workers=%d" % num_thread]
+def in_process(opts) -> bool:
+    """Whether the job runs on the local runner in this one process (the default)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = opts.view_as(StandardOptions).runner
+    return runner in (None, "DirectRunner", "direct") and (opts.view_as(DirectOptions).direct_num_workers or 1) == 1
+
+
+def worker_threads(ns: argparse.Namespace, local_run: bool) -> int:
+    """Threads that read and pack inside each fragment.
+
+    In one process, ``--num-thread N`` is N encoding threads (OpenCV releases the
+    GIL), except pass-through from local disk: short Python work per image, where a
+    second thread only adds GIL hand-offs (the writer's hash and write threads
+    still use a second core). Otherwise ``--read-threads`` (S3) or 1.
+    """
+    if ns.read_threads:
+        return ns.read_threads
+    if storage.is_s3(ns.root):
+        return S3_READ_THREADS
+    if local_run and not ns.pass_through:
+        return ns.num_thread
+    return 1
 
 
 def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int:
@@ -293,10 +312,18 @@ def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int
         pack_label=ns.pack_label,
         max_pixels=ns.max_pixels,
     )
-    threads = ns.read_threads or (S3_READ_THREADS if storage.is_s3(root) else 1)
-    max_lines = ns.fragment_lines or MAX_FRAGMENT_LINES
-    fragments = [f for lst in lists for f in plan_fragments(lst, ns.num_thread, max_lines)]
-    opts, runner = pipeline_options(beam_flags(beam_args, ns.num_thread), len(fragments))
+    opts, runner = pipeline_options(beam_args, len(lists))
+    local_run = in_process(opts)
+    threads = worker_threads(ns, local_run)
+    if local_run and not ns.fragment_lines:
+        # one process writes the fragments one after the other: one fragment per list,
+        # which then becomes the .rec by a rename instead of a copy
+        fragments = [f for lst in lists for f in plan_fragments(lst, 1, 1 << 62, per_worker=1)]
+    else:
+        max_lines = ns.fragment_lines or MAX_FRAGMENT_LINES
+        fragments = [f for lst in lists for f in plan_fragments(lst, ns.num_thread, max_lines)]
+    if not local_run:
+        opts, runner = pipeline_options(beam_args, len(fragments))  # Dask: one partition per fragment
     work_root = storage.join(working_dir, WORK_MARK + uuid.uuid4().hex[:12])
     if not storage.is_s3(work_root):
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import posixpath
 from typing import NamedTuple
 
@@ -77,11 +78,11 @@ def done_path(work_root: str, lst: str) -> str:
     return storage.join(work_folder(work_root, lst), "done.json")
 
 
-def plan_fragments(lst: str, workers: int, max_lines: int) -> list[Fragment]:
-    """Cut one ``.lst`` into about ``FRAGMENTS_PER_WORKER`` fragments per worker, at most ``max_lines`` lines each."""
+def plan_fragments(lst: str, workers: int, max_lines: int, per_worker: int = FRAGMENTS_PER_WORKER) -> list[Fragment]:
+    """Cut one ``.lst`` into about ``per_worker`` fragments per worker, at most ``max_lines`` lines each."""
     with storage.open_read(lst) as f:
         lines = count_lines(f)
-    per = max(1, min(max_lines, math.ceil(lines / (max(1, workers) * FRAGMENTS_PER_WORKER))))
+    per = max(1, min(max_lines, math.ceil(lines / (max(1, workers) * per_worker))))
     with storage.open_read(lst) as f:
         ranges = line_ranges(f, per)
     return [Fragment(lst, i, len(ranges), r) for i, r in enumerate(ranges)]
@@ -131,8 +132,8 @@ def write_fragment(fragment: Fragment, settings: PackSettings, work_root: str, t
         return parsed, payload, error
 
     idx_lines, errors = [], []
-    with storage.atomic_writer(fragment_path(work_root, lst, fragment.index, "rec")) as out:
-        writer = recordio.RecordWriter(out)
+    rec_path = fragment_path(work_root, lst, fragment.index, "rec")
+    with storage.atomic_writer(rec_path) as out, recordio.RecordWriter(out, background=True) as writer:
         for item, payload, error in ordered_map(load, parse_lst(data, rng.first_line), threads, 4 * max(1, threads)):
             if error is None:
                 try:
@@ -143,6 +144,7 @@ def write_fragment(fragment: Fragment, settings: PackSettings, work_root: str, t
                 errors.append(error)
                 continue
             idx_lines.append(recordio.format_idx_line(item.id, offset))
+        writer.close()
         size, records = writer.offset, writer.records
     storage.write_text(fragment_path(work_root, lst, fragment.index, "idx"), "".join(idx_lines))
     storage.write_text(
@@ -167,27 +169,13 @@ def concat_fragments(lst: str, fragments: list[dict], work_root: str) -> dict:
             "%s: fragments %s arrived, expected 0..%d" % (lst, [s["index"] for s in fragments], expected - 1)
         )
     rec, idx, err = rec_name(lst), idx_name(lst), errors_name(lst)
-    skipped = 0
-    with storage.atomic_writer(rec) as rec_out, storage.atomic_writer(idx) as idx_out:
-        base = 0
-        for s in fragments:
-            copied = 0
-            with storage.open_read(fragment_path(work_root, lst, s["index"], "rec")) as f:
-                while True:
-                    block = f.read(COPY_BLOCK)
-                    if not block:
-                        break
-                    rec_out.write(block)
-                    copied += len(block)
-            if copied != s["bytes"]:
-                raise RuntimeError(
-                    "%s fragment %d: %d bytes read back, %d written" % (lst, s["index"], copied, s["bytes"])
-                )
-            entries = recordio.parse_idx(storage.read_text(fragment_path(work_root, lst, s["index"], "idx")))
-            idx_out.write("".join(recordio.format_idx_line(k, base + off) for k, off in entries).encode("utf-8"))
-            base += copied
-            skipped += s["skipped"]
-        total = base
+    if len(fragments) == 1 and not storage.is_s3(rec):
+        # one fragment (the local runner): its offsets are the list's, so it is renamed into place
+        total = _move_single_fragment(work_root, lst, fragments[0], rec, idx)
+        skipped = fragments[0]["skipped"]
+    else:
+        total = _copy_fragments(work_root, lst, fragments, rec, idx)
+        skipped = sum(s["skipped"] for s in fragments)
     if skipped:
         with storage.atomic_writer(err) as err_out:
             for s in fragments:
@@ -209,6 +197,39 @@ def concat_fragments(lst: str, fragments: list[dict], work_root: str) -> dict:
         for ext in ("rec", "idx", "errors.jsonl"):
             storage.delete(fragment_path(work_root, lst, s["index"], ext))
     return summary
+
+
+def _move_single_fragment(work_root: str, lst: str, fragment: dict, rec: str, idx: str) -> int:
+    src = fragment_path(work_root, lst, fragment["index"], "rec")
+    size = os.path.getsize(src)
+    if size != fragment["bytes"]:
+        raise RuntimeError("%s fragment 0: %d bytes on disk, %d written" % (lst, size, fragment["bytes"]))
+    os.replace(fragment_path(work_root, lst, fragment["index"], "idx"), idx)
+    os.replace(src, rec)
+    return size
+
+
+def _copy_fragments(work_root: str, lst: str, fragments: list[dict], rec: str, idx: str) -> int:
+    """Concatenate the fragments' .rec files, shifting each fragment's .idx offsets; returns the bytes."""
+    with storage.atomic_writer(rec) as rec_out, storage.atomic_writer(idx) as idx_out:
+        base = 0
+        for s in fragments:
+            copied = 0
+            with storage.open_read(fragment_path(work_root, lst, s["index"], "rec")) as f:
+                while True:
+                    block = f.read(COPY_BLOCK)
+                    if not block:
+                        break
+                    rec_out.write(block)
+                    copied += len(block)
+            if copied != s["bytes"]:
+                raise RuntimeError(
+                    "%s fragment %d: %d bytes read back, %d written" % (lst, s["index"], copied, s["bytes"])
+                )
+            entries = recordio.parse_idx(storage.read_text(fragment_path(work_root, lst, s["index"], "idx")))
+            idx_out.write("".join(recordio.format_idx_line(k, base + off) for k, off in entries).encode("utf-8"))
+            base += copied
+    return base
 
 
 class _StorageFn(beam.DoFn):
