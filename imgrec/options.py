@@ -175,7 +175,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--threads",), "threads", "runner",
         "Images checked/encoded at once inside each worker (OpenCV releases the GIL). 0 = one per core plus "
         "one, except 1 for local pass-through (short Python work, where more threads only add GIL hand-offs; "
-        "a writer thread still hashes and writes beside it).",
+        "a hash thread and a write thread still run beside it).",
         default=0, type=int, example="--threads 4"),
     Opt(("--read-threads",), "read_threads", "runner",
         "Images read ahead at once per worker, on their own threads, while --threads encode: for S3 input, "
