@@ -438,7 +438,7 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         threads=ns.threads,
         max_errors=parse_max_errors(ns.max_errors),
         resume=bool(ns.resume),
-        fsync=bool(getattr(ns, "fsync", False)),
+        fsync=bool(ns.fsync),
         incremental=bool(ns.incremental),
         read_threads=ns.read_threads,
         s3=s3,

@@ -14,7 +14,6 @@ import errno
 import os
 import posixpath
 import uuid
-
 from typing import BinaryIO, Iterator, NamedTuple
 
 TMP_MARK = ".tmp-"

@@ -260,14 +260,6 @@ def remove_tree(uri: str) -> None:
         shutil.rmtree(uri, ignore_errors=True)
 
 
-def in_process(opts) -> bool:
-    """Whether the job runs on the local runner in this one process (the default)."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
-
-    runner = opts.view_as(StandardOptions).runner
-    return runner in (None, "DirectRunner", "direct") and (opts.view_as(DirectOptions).direct_num_workers or 1) == 1
-
-
 def worker_threads(ns: argparse.Namespace, local_run: bool) -> int:
     """Threads that read and pack inside each fragment.
 
@@ -288,7 +280,7 @@ def worker_threads(ns: argparse.Namespace, local_run: bool) -> int:
 def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int:
     import apache_beam as beam
 
-    from pipeline.run import pipeline_options
+    from pipeline.run import pipeline_options, runs_in_process
     from transforms.pack_list import MAX_FRAGMENT_LINES, PackList, done_path, plan_fragments
 
     root = ns.root
@@ -313,7 +305,7 @@ def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int
         max_pixels=ns.max_pixels,
     )
     opts, runner = pipeline_options(beam_args, len(lists))
-    local_run = in_process(opts)
+    local_run = runs_in_process(opts)
     threads = worker_threads(ns, local_run)
     if local_run and not ns.fragment_lines:
         # one process writes the fragments one after the other: one fragment per list,

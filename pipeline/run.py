@@ -70,6 +70,10 @@ RUNNER_ALIASES = {
 DASK_MAX_PARTITIONS = 64
 
 
+# --runner values that mean the local runner (Beam's FnApiRunner, see pipeline_options).
+LOCAL_RUNNERS = (None, "DirectRunner", "direct")
+
+
 class UsageError(Exception):
     """Bad input or options: exit 2 with one line."""
 
@@ -109,12 +113,12 @@ def pipeline_options(beam_args: list[str], classes: int = 1) -> tuple[PipelineOp
                 args[i] = full
     opts = PipelineOptions(args)
     runner = opts.view_as(StandardOptions).runner
-    if runner in (None, "DirectRunner", "direct"):
+    if runner in LOCAL_RUNNERS:
         # Beam's DirectRunner first tries to download the Prism runner binary, which
         # fails (slowly) offline; the FnApiRunner is what it falls back to anyway.
         # By default the whole job runs in this process (Beam's in_memory mode), and the
         # shard writer uses the cores with threads: OpenCV and file reads release the GIL,
-        # and a writer thread hashes and writes. Measured against worker processes, this
+        # and two more threads hash and write. Measured against worker processes, this
         # starts 1 s sooner, needs a third of the memory and is as fast or faster in every
         # mode (docs/benchmark.md). --direct_num_workers N > 1 starts N worker processes.
         direct = opts.view_as(DirectOptions)
@@ -140,6 +144,12 @@ def pipeline_options(beam_args: list[str], classes: int = 1) -> tuple[PipelineOp
         if not dask.npartitions and not dask.partition_size:
             dask.npartitions = max(1, min(classes, DASK_MAX_PARTITIONS))
     return opts, None
+
+
+def runs_in_process(opts: PipelineOptions) -> bool:
+    """Whether ``pipeline_options`` gave the local runner that keeps the whole job in this process."""
+    direct = opts.view_as(DirectOptions)
+    return opts.view_as(StandardOptions).runner in LOCAL_RUNNERS and (direct.direct_num_workers or 1) == 1
 
 
 def discover_classes(options: ConvertOptions) -> tuple[list[str], list[ErrorRecord]]:
