@@ -1,0 +1,219 @@
+"""Every core of one machine: tasks on threads, or on forked worker processes, results in order.
+
+The local runner runs the whole Beam job in one process; its heavy stages
+(listing, and writing the records of each part of a shard) hand their tasks
+to a ``WorkerPool``. Threads suffice where the work releases the GIL for
+long (OpenCV decode/encode, reads that wait on S3); where the per-image
+Python work would make the GIL the limit (pass-through of many small files,
+or re-encoding on many cores), the same tasks run on worker processes forked
+from this one -- no second interpreter or Beam start-up, a few milliseconds
+each.
+
+A task function returns a ``Part``: the framed bytes of some records and the
+facts about them. From a worker process the bytes come back through a slot of
+shared memory mapped before the fork (one copy, no pickling of image bytes);
+from a thread they are passed as they are. Either way the caller receives the
+parts in task order, one at a time, and must be done with a part's ``data``
+before asking for the next.
+
+Task functions must be module-level functions (they are pickled by name) and
+return errors as values; an exception a task raises ends the map with that
+exception, and a worker process that dies (a crash inside a native library,
+an out-of-memory kill) ends it with ``WorkerDied``.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import logging
+import mmap
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+LOG = logging.getLogger(__name__)
+
+# A part's bytes travel in one shared-memory slot of this size; a larger part
+# (a few huge images) goes through a temporary file instead. The task planner
+# aims parts well below it.
+SLOT_BYTES = 32 << 20
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without finishing its task (a crash or a kill)."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class Part:
+    """What a task produced: ``pieces`` (framed record bytes, in order) and ``meta`` (anything picklable)."""
+
+    pieces: list = field(default_factory=list)
+    size: int = 0
+    meta: Any = None
+    data: Any = None  # on the caller's side: one bytes-like object holding all the pieces
+
+
+# ---------------------------------------------------------------- the worker side
+
+_SLOTS: mmap.mmap | None = None  # inherited by forked workers
+_INIT: Callable[[], None] | None = None
+
+
+def _worker_start(init: Callable[[], None] | None) -> None:
+    # Ctrl-C is the launcher's to handle: a worker that died of it would look like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    if init is not None:
+        init()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to end this worker when the process that forked it dies (a SIGKILL leaves no orphans)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_in_slot(fn: Callable[[Any], Part], task: Any, slot: int) -> tuple:
+    part = fn(task)
+    size = part.size
+    if size <= SLOT_BYTES:
+        view = memoryview(_SLOTS)[slot * SLOT_BYTES:slot * SLOT_BYTES + SLOT_BYTES]
+        pos = 0
+        for piece in part.pieces:
+            n = len(piece)
+            view[pos:pos + n] = piece
+            pos += n
+        view.release()
+        return ("slot", slot, size, part.meta)
+    fd, path = tempfile.mkstemp(prefix="imgrec-part-")
+    with os.fdopen(fd, "wb") as f:
+        for piece in part.pieces:
+            f.write(piece)
+    return ("file", path, size, part.meta)
+
+
+# ---------------------------------------------------------------- the caller side
+
+
+class WorkerPool:
+    """``processes`` forked workers (0: threads of this process), each task run by one of them.
+
+    ``threads`` is how many tasks run at once when there are no worker processes.
+    ``init`` runs once in each worker process after the fork (reset per-process
+    clients and settings there).
+    """
+
+    def __init__(self, processes: int = 0, threads: int = 1, init: Callable[[], None] | None = None):
+        global _SLOTS
+        self.processes = processes if _can_fork() else 0
+        self.threads = max(1, threads)
+        self._window = 2 * (self.processes or self.threads)
+        self._pool: cf.Executor
+        if self.processes:
+            slots = self._window + 1
+            if _SLOTS is None or len(_SLOTS) < slots * SLOT_BYTES:
+                # anonymous shared memory: pages exist only once written; the workers inherit the map
+                _SLOTS = mmap.mmap(-1, slots * SLOT_BYTES, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+            self._slots = _SLOTS
+            self._free = collections.deque(range(slots))
+            self._pool = cf.ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("fork"),
+                initializer=_worker_start, initargs=(init,),
+            )
+        else:
+            self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="imgrec-work")
+
+    @property
+    def parallel(self) -> int:
+        return self.processes or self.threads
+
+    def map(self, fn: Callable[[Any], Part], tasks: Iterable[Any]) -> Iterator[Part]:
+        """``fn(task)`` for every task, in order; each Part's ``data`` holds its bytes until the next is taken."""
+        pending: collections.deque = collections.deque()
+        held: list = []  # the slot (or file) of the part last handed out
+        try:
+            for task in tasks:
+                while len(pending) >= self._window:
+                    yield self._take(pending.popleft(), held)
+                pending.append(self._submit(fn, task))
+            while pending:
+                yield self._take(pending.popleft(), held)
+        finally:
+            self._release(held)
+            for fut in pending:
+                fut.cancel()
+            # results of tasks already running still arrive: return their slots
+            for fut in pending:
+                if not fut.cancelled():
+                    with contextlib.suppress(BaseException):
+                        self._release([fut.result()])
+
+    def _submit(self, fn, task):
+        if not self.processes:
+            return self._pool.submit(fn, task)
+        return self._pool.submit(_run_in_slot, fn, task, self._free.popleft())
+
+    def _take(self, fut, held: list) -> Part:
+        self._release(held)
+        try:
+            result = fut.result()
+        except BrokenProcessPool:
+            raise WorkerDied(
+                "a worker process died while converting (killed, out of memory, or a crash in a native library)"
+            ) from None
+        if not self.processes:
+            part = result
+            part.data = part.pieces[0] if len(part.pieces) == 1 else b"".join(part.pieces)
+            part.pieces = []
+            return part
+        kind, where, size, meta = result
+        held.append(result)
+        if kind == "slot":
+            data = memoryview(self._slots)[where * SLOT_BYTES:where * SLOT_BYTES + size]
+        else:
+            with open(where, "rb") as f:
+                data = f.read()
+        return Part(size=size, meta=meta, data=data)
+
+    def _release(self, held: list) -> None:
+        while held:
+            kind, where, _, _ = held.pop()
+            if kind == "slot":
+                self._free.append(where)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(where)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _can_fork() -> bool:
+    return hasattr(os, "fork") and "fork" in multiprocessing.get_all_start_methods()
