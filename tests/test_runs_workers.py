@@ -137,3 +137,73 @@ def test_pool_reports_a_worker_that_died():
 def test_usable_cores_follows_affinity():
     assert workers.usable_cores() == len(os.sched_getaffinity(0))
     assert np.int64(workers.usable_cores()) >= 1
+
+
+# ---------------------------------------------------------------- the shard plan from runs
+
+from imgrec import shardplan  # noqa: E402
+from imgrec.planning import SplitRatios, assign_shard, assign_split, num_shards  # noqa: E402
+
+
+def _expected_plan(refs, ratios, shard_size_mb, images_per_shard):
+    """The plan made the straightforward way: every ref in memory, imgrec.planning's functions."""
+    by_split = {}
+    for r in refs:
+        by_split.setdefault(assign_split(r.key, ratios), []).append(r)
+    out = {}
+    for split, members in by_split.items():
+        n = num_shards(len(members), sum(r.size for r in members), shard_size_mb, images_per_shard)
+        shards = {}
+        for r in sorted(members, key=lambda r: (r.key, r.relpath)):
+            shards.setdefault(assign_shard(r.key, split, ratios, n), []).append(r)
+        out[split] = [shards[s] for s in sorted(shards)]
+    return out
+
+
+@pytest.mark.parametrize("images_per_shard,shard_mb", [(0, 0.01), (7, 256.0), (1, 256.0), (0, 256.0)])
+def test_plan_from_runs_matches_planning(tmp_path, images_per_shard, shard_mb):
+    ratios = SplitRatios(0.7, 0.2, 0.1)
+    refs = _refs(150, 0, "a") + _refs(90, 0, "b") + _refs(3, 0, "c")
+    paths = []
+    for name in "abc":
+        path = str(tmp_path / ("%s.run" % name))
+        runs.write_run(path, [r for r in refs if r.relpath.startswith(name + "/")])
+        paths.append(path)
+    plan = shardplan.plan_shards(paths, ratios, shard_mb, images_per_shard, part_images=5, part_bytes=1 << 30)
+    want = _expected_plan(refs, ratios, shard_mb, images_per_shard)
+    assert set(plan.tasks) == set(want)
+    for split, shards in want.items():
+        tasks = plan.tasks[split]
+        assert [len(s) for s in shards] == [t.records for t in tasks]
+        first = 0
+        for number, (task, members) in enumerate(zip(tasks, shards)):
+            assert (task.shard, task.shards, task.first_id) == (number, len(shards), first)
+            got = [r for p in task.parts for r in runs.read_range(paths, p.lo, p.hi)]
+            assert got == members
+            assert [p.first_id for p in task.parts] == [first + sum(q.count for q in task.parts[:i])
+                                                         for i in range(len(task.parts))]
+            assert sum(p.count for p in task.parts) == task.records and max(p.count for p in task.parts) <= 20
+            first += task.records
+    again = shardplan.Plan.from_json(plan.to_json())
+    assert again.tasks == plan.tasks and again.totals == plan.totals
+
+
+def test_plan_with_dedup_and_exclusion(tmp_path):
+    ratios = SplitRatios()
+    base = _refs(60, 0, "a")
+    # three identical copies of one image (same content key and sha) and two of another
+    twins = [base[0]._replace(relpath="z/copy%d.jpg" % i, sha="11" * 32, key=base[0].key) for i in range(3)]
+    twins += [base[5]._replace(relpath="z/other%d.jpg" % i, sha="22" * 32, key=base[5].key) for i in range(2)]
+    new = str(tmp_path / "new.run")
+    runs.write_run(new, base + twins)
+    old = str(tmp_path / "old.run")
+    runs.write_run(old, base[10:30])  # already in the dataset
+    flt = shardplan.RefFilter(dedup=True, exclude=(old,))
+    plan = shardplan.plan_shards([new], ratios, 256.0, 0, flt=flt)
+    kept = [r for t in plan.all_tasks() for p in t.parts for r in shardplan.select_refs([new], p.lo, p.hi, flt)[0]]
+    assert len(kept) == sum(t.records for t in plan.all_tasks())
+    paths = {r.relpath for r in kept}
+    assert not paths & {r.relpath for r in base[10:30]}
+    assert len([p for p in paths if p.startswith("z/copy")]) == 1 and len([p for p in paths if p.startswith("z/other")]) == 1
+    _, groups = shardplan.select_refs([new], 0, 1 << 64, shardplan.RefFilter(dedup=False))
+    assert sorted(len(g) for g in groups) == [2, 3]
