@@ -172,16 +172,17 @@ class WorkerPool:
     def _submit(self, fn, task):
         if not self.processes:
             return self._pool.submit(fn, task)
-        return self._pool.submit(_run_in_slot, fn, task, self._free.popleft())
+        try:
+            return self._pool.submit(_run_in_slot, fn, task, self._free.popleft())
+        except BrokenProcessPool:
+            raise WorkerDied(_DIED) from None
 
     def _take(self, fut, held: list) -> Part:
         self._release(held)
         try:
             result = fut.result()
         except BrokenProcessPool:
-            raise WorkerDied(
-                "a worker process died while converting (killed, out of memory, or a crash in a native library)"
-            ) from None
+            raise WorkerDied(_DIED) from None
         if not self.processes:
             part = result
             part.data = part.pieces[0] if len(part.pieces) == 1 else b"".join(part.pieces)
@@ -213,6 +214,9 @@ class WorkerPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_DIED = "a worker process died while converting (killed, out of memory, or a crash in a native library)"
 
 
 def _can_fork() -> bool:
