@@ -23,6 +23,7 @@ import struct
 import tempfile
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -91,8 +92,9 @@ FORMAT_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(NamedTuple):
+    """What a header says. A named tuple: made for every image, and cheaper to make than a frozen dataclass."""
+
     format: str  # a key of FORMAT_NAMES: "jpeg", "png", or another format OpenCV decodes
     width: int
     height: int
@@ -101,10 +103,6 @@ class ImageInfo:
     # Pixels in the decoder's largest buffer, where that can exceed width x height
     # (a TIFF tile may be larger than the image); 0 otherwise.
     buffer_pixels: int = 0
-
-    @property
-    def pixels(self) -> int:
-        return max(self.width * self.height, self.buffer_pixels)
 
 
 def probe(data: bytes) -> ImageInfo:
@@ -199,7 +197,7 @@ def _probe_jpeg(data: bytes) -> ImageInfo:
             height, width = struct.unpack_from(">HH", data, pos + 5)
             if width == 0 or height == 0:
                 raise BadImage("bad_header", "JPEG declares %dx%d pixels" % (width, height))
-            return ImageInfo("jpeg", width, height, jpeg_frame=marker, bits=bits)
+            return ImageInfo("jpeg", width, height, marker, bits)
         if marker == 0xDA:  # start of scan before any frame header
             raise BadImage("bad_header", "JPEG has no frame header before its scan")
         pos += 2 + length
@@ -399,9 +397,11 @@ _OTHER_PROBES = {
 
 # ------------------------------------------------------------ end of the image
 
-# After a scan's entropy-coded data, the next marker: 0xFF (and any fill 0xFFs)
-# followed by a byte that is not a stuffed zero and not a restart marker RSTn.
-_AFTER_SCAN = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# After a scan's entropy-coded data, the next marker: 0xFF followed by a byte
+# that is not a stuffed zero and not a restart marker RSTn (0xFF itself is a fill
+# byte before the marker, which the walk skips). A pattern that starts with a
+# literal byte is searched for fast: 0.7 ms per 1.6 MB of scan, against 14 ms for "\xff+...".
+_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
 
 def jpeg_end(data: bytes) -> int:
@@ -435,7 +435,7 @@ def jpeg_end(data: bytes) -> int:
             found = _AFTER_SCAN.search(data, pos)
             if found is None:
                 raise BadImage("truncated", "JPEG has no end-of-image marker: its scan data runs to the end of the file")
-            pos = found.end() - 2
+            pos = found.start()
     raise BadImage("truncated", "JPEG has no end-of-image marker: the file ends inside a segment")
 
 
@@ -470,11 +470,13 @@ def check_structure(data: bytes, max_pixels: int) -> ImageInfo:
             png_end(data)
         if data.find(b"IDAT") == -1:
             raise BadImage("no_image_data", "PNG has no IDAT chunk (no pixel data)")
-    if info.pixels > max_pixels:
-        if info.pixels > info.width * info.height:
-            detail = "%s tiles of %d pixels exceed --max-pixels %d" % (FORMAT_NAMES[info.format], info.pixels, max_pixels)
+    pixels = info.width * info.height
+    if pixels > max_pixels or info.buffer_pixels > max_pixels:
+        if info.buffer_pixels > pixels:
+            pixels = info.buffer_pixels
+            detail = "%s tiles of %d pixels exceed --max-pixels %d" % (FORMAT_NAMES[info.format], pixels, max_pixels)
         else:
-            detail = "%dx%d = %d pixels exceeds --max-pixels %d" % (info.width, info.height, info.pixels, max_pixels)
+            detail = "%dx%d = %d pixels exceeds --max-pixels %d" % (info.width, info.height, pixels, max_pixels)
         raise BadImage("too_many_pixels", detail)
     return info
 
@@ -485,17 +487,18 @@ def check_storable(info: ImageInfo) -> None:
     Records must decode in every target reader whatever the file was named:
     JPEG (the frame kinds in STORABLE_JPEG_FRAMES, 8-bit) and PNG.
     """
-    what = None
+    if info.format == "png" or (info.format == "jpeg" and info.jpeg_frame in STORABLE_JPEG_FRAMES and info.bits == 8):
+        return
     if info.format not in STORABLE_FORMATS:
         what = "%s content" % FORMAT_NAMES.get(info.format, info.format)
-    elif info.format == "jpeg" and (info.jpeg_frame not in STORABLE_JPEG_FRAMES or info.bits != 8):
-        what = "a %d-bit %s JPEG (SOF%d)" % (info.bits, _JPEG_CODING.get(info.jpeg_frame, "unknown"), info.jpeg_frame - 0xC0)
-    if what:
-        raise BadImage(
-            "unsupported_format",
-            "%s: records store JPEG (8-bit baseline or progressive) or PNG as is, the images mxnet, DALI and "
-            "SageMaker all decode; re-encode it with --resize or --encoding" % what,
-        )
+    else:
+        coding = _JPEG_CODING.get(info.jpeg_frame, "unknown")
+        what = "%s JPEG with %d-bit samples (SOF%d)" % (coding, info.bits, info.jpeg_frame - 0xC0)
+    raise BadImage(
+        "unsupported_format",
+        "%s: records store JPEG (8-bit baseline or progressive) or PNG as is, the images mxnet, DALI and "
+        "SageMaker all decode; re-encode it with --resize or --encoding" % what,
+    )
 
 
 @dataclass(frozen=True)
