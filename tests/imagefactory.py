@@ -332,3 +332,35 @@ def tiff_header(w: int, h: int, tile: tuple[int, int] | None = None, tags: dict 
     entries.update(tags or {})
     ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", t, 4, 1, v) for t, v in sorted(entries.items()))
     return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + bytes(16)
+
+
+def reader_kinds() -> dict[str, bytes]:
+    """Every kind of JPEG and PNG that is stored as is, by file name: what the target readers must decode."""
+    pil = _pil_photo(64, 48, seed=30)
+    rgba16 = np.dstack([photo(64, 48, seed=31), np.full((48, 64), 200, np.uint8)]).astype(np.uint16) * 257
+    gray16 = cv2.cvtColor(photo(64, 48, seed=39), cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+    return {
+        "baseline.jpg": jpeg(seed=32),
+        "progressive.jpg": jpeg(progressive=True, seed=33),
+        "extended-sof1.jpg": jpeg_with_frame(0xC1),
+        "gray.jpg": jpeg(gray=True, seed=34),
+        "cmyk.jpg": cmyk_jpeg(64, 48),
+        "exif-rotated.jpg": exif_rotated_jpeg(80, 40),
+        "subsampling-444.jpg": _pil(pil, "JPEG", subsampling=0),
+        "subsampling-422.jpg": _pil(pil, "JPEG", subsampling=1),
+        "restart-markers.jpg": cv2.imencode(".jpg", photo(64, 48, seed=35), [cv2.IMWRITE_JPEG_RST_INTERVAL, 2])[1].tobytes(),
+        "motion-photo.jpg": motion_photo(64, 48),
+        "rgb.png": png(seed=36),
+        "alpha.png": png(alpha=True, seed=37),
+        "deep16.png": png(depth16=True, seed=38),
+        "gray.png": _pil(pil.convert("L"), "PNG"),
+        "gray16.png": cv2.imencode(".png", gray16)[1].tobytes(),
+        "rgba16.png": cv2.imencode(".png", rgba16)[1].tobytes(),
+        "palette.png": _pil(pil.convert("P"), "PNG"),
+        "gray-alpha.png": _pil(pil.convert("LA"), "PNG"),
+        "bilevel.png": _pil(pil.convert("1"), "PNG"),
+        "interlaced.png": interlaced_png(seed=40),
+        "animated.png": apng(),
+        "jpeg-named.png": jpeg(seed=41),
+        "png-named.jpg": png(seed=42),
+    }
