@@ -79,6 +79,7 @@ _JPEG_CODING = {
 }
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
+_PNG_IEND_CHUNK = b"\0\0\0\0" + _PNG_IEND
 # The end marker is looked for in the tail first: that is every ordinary file,
 # and costs one short search. Only when it is not there are the segments walked.
 _TAIL = 4096
@@ -179,7 +180,9 @@ def _probe_png(data: bytes) -> ImageInfo:
 def _probe_jpeg(data: bytes) -> ImageInfo:
     pos = 2
     n = len(data)
-    while pos + 4 <= n:
+    for _ in range(_MAX_SEGMENTS):
+        if pos + 4 > n:
+            break
         if data[pos] != 0xFF:
             raise BadImage("bad_header", "JPEG marker expected at byte %d" % pos)
         marker = data[pos + 1]
@@ -201,6 +204,8 @@ def _probe_jpeg(data: bytes) -> ImageInfo:
         if marker == 0xDA:  # start of scan before any frame header
             raise BadImage("bad_header", "JPEG has no frame header before its scan")
         pos += 2 + length
+    else:
+        raise BadImage("bad_header", "JPEG has more than %d segments before its frame header" % _MAX_SEGMENTS)
     raise BadImage("truncated", "JPEG ends before its frame header")
 
 
@@ -349,7 +354,9 @@ def _j2k_size(data: bytes, pos: int) -> tuple[int, int]:
 
 def _boxes(data: bytes, pos: int, end: int, what: str):
     """(type, content start, content end) of the ISO/JP2 boxes in data[pos:end]."""
-    while pos + 8 <= end:
+    for _ in range(_MAX_SEGMENTS):
+        if pos + 8 > end:
+            return
         size, kind = _unpack(">I4s", data, pos, what)
         header = 8
         if size == 1:
@@ -361,6 +368,7 @@ def _boxes(data: bytes, pos: int, end: int, what: str):
             raise BadImage("bad_header", "%s box %r has a bad length" % (what, kind))
         yield kind, pos + header, min(pos + size, end)
         pos += size
+    raise BadImage("bad_header", "%s has more than %d boxes in one container" % (what, _MAX_SEGMENTS))
 
 
 def _is_avif(data: bytes) -> bool:
@@ -401,6 +409,9 @@ _OTHER_PROBES = {
 # that is not a stuffed zero and not a restart marker RSTn (0xFF itself is a fill
 # byte before the marker, which the walk skips). A pattern that starts with a
 # literal byte is searched for fast: 0.7 ms per 1.6 MB of scan, against 14 ms for "\xff+...".
+# Real files have tens of segments (a progressive JPEG a few per scan) and
+# boxes; a file made of millions of empty ones is refused instead of walked.
+_MAX_SEGMENTS = 65536
 _AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 
 
@@ -413,7 +424,9 @@ def jpeg_end(data: bytes) -> int:
     """
     n = len(data)
     pos = 2
-    while pos + 2 <= n:
+    for _ in range(_MAX_SEGMENTS):
+        if pos + 2 > n:
+            break
         if data[pos] != 0xFF:
             raise BadImage("bad_header", "JPEG marker expected at byte %d" % pos)
         marker = data[pos + 1]
@@ -436,19 +449,17 @@ def jpeg_end(data: bytes) -> int:
             if found is None:
                 raise BadImage("truncated", "JPEG has no end-of-image marker: its scan data runs to the end of the file")
             pos = found.start()
+    else:
+        raise BadImage("bad_header", "JPEG has more than %d segments before its end-of-image marker" % _MAX_SEGMENTS)
     raise BadImage("truncated", "JPEG has no end-of-image marker: the file ends inside a segment")
 
 
 def png_end(data: bytes) -> int:
-    """The offset just past a PNG's IEND chunk, found by walking its chunks (a few per 8 KiB of pixels)."""
-    n = len(data)
-    pos = 8
-    while pos + 12 <= n:
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"IEND":
-            return pos + 12
-        pos += 12 + length
-    raise BadImage("truncated", "PNG has no IEND chunk: the file ends inside chunk data")
+    """The offset just past a PNG's IEND chunk (length, type and CRC are fixed: one search, not a chunk walk)."""
+    found = data.find(_PNG_IEND_CHUNK, 8)
+    if found == -1:
+        raise BadImage("truncated", "PNG has no IEND chunk")
+    return found + len(_PNG_IEND_CHUNK)
 
 
 def check_structure(data: bytes, max_pixels: int) -> ImageInfo:
@@ -767,7 +778,16 @@ def full_size(img: np.ndarray, info: ImageInfo, factor: int) -> tuple[int, int] 
 
 def transcode(data: bytes, info: ImageInfo, params: EncodeParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """Decode, crop, resize and re-encode one image the way im2rec.py does."""
+    if info.format == "pfm":
+        # OpenCV's 8-bit decode of a PFM drops its scale (a black image): refuse rather than store that.
+        raise BadImage("unsupported_format", "PFM holds floating-point samples, which JPEG and PNG cannot; convert it first")
     img, factor = decode(data, info, params)
+    if img.dtype.kind == "f":  # --color -1 keeps a Radiance HDR's (or a float TIFF's) floats
+        raise BadImage(
+            "unsupported_format",
+            "%s holds floating-point samples, which JPEG and PNG cannot; re-encode with --color 1 or 0, "
+            "or convert it first" % FORMAT_NAMES[info.format],
+        )
     full = full_size(img, info, factor)
     if params.center_crop:
         img = center_crop(img)

@@ -248,7 +248,7 @@ def other_formats(w=64, h=48) -> dict[str, bytes]:
         "tiff": cv2.imencode(".tiff", img)[1].tobytes(),
         "ppm": cv2.imencode(".ppm", img)[1].tobytes(),
         "pgm": cv2.imencode(".pgm", gray)[1].tobytes(),
-        "pbm": cv2.imencode(".pbm", gray)[1].tobytes(),
+        "pbm": cv2.imencode(".pbm", (gray > 110).astype(np.uint8) * 255)[1].tobytes(),  # one bit: black or white
         "pam": cv2.imencode(".pam", img)[1].tobytes(),
         "pfm": cv2.imencode(".pfm", img.astype(np.float32) / 255)[1].tobytes(),
         "sunras": cv2.imencode(".ras", img)[1].tobytes(),

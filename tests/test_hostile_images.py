@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -143,6 +142,24 @@ def test_jpeg_kinds_outside_what_every_reader_decodes_are_not_storable(marker, b
     assert exc.value.reason == "unsupported_format" and exc.value.detail.startswith(what + ": ")
 
 
+@pytest.mark.parametrize("name", sorted(set(OTHER) - {"pfm"}))
+def test_other_formats_re_encode_to_what_opencv_decodes(name):
+    data = OTHER[name]
+    out = images.transcode(data, images.probe(data), images.EncodeParams(encoding=".png", quality=3))  # lossless
+    assert images.probe(out).format == "png"
+    reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR), reference)
+    assert reference.std() > 10, "a picture, not a flat page"
+
+
+@pytest.mark.parametrize("name, color", [("pfm", 1), ("hdr", -1)])
+def test_floating_point_images_are_refused_not_re_encoded_black(name, color):
+    data = OTHER[name]
+    with pytest.raises(images.BadImage) as exc:
+        images.transcode(data, images.probe(data), images.EncodeParams(color=color))
+    assert exc.value.reason == "unsupported_format" and "floating-point samples" in exc.value.detail
+
+
 def test_verify_flags_stored_content_that_is_not_jpeg_or_png():
     assert V.decode_problem(fac.jpeg()) is None and V.decode_problem(fac.png(alpha=True)) is None
     assert V.decode_problem(OTHER["animated.gif"]) == (
@@ -248,12 +265,23 @@ def test_a_truncated_jpeg_followed_by_data_gives_the_true_reason():
         images.check_structure(full[:300], images.DEFAULT_MAX_PIXELS)
 
 
+def test_a_file_of_endless_empty_segments_is_refused_not_walked():
+    comments = b"\xff\xfe\x00\x02" * 70_000
+    with pytest.raises(images.BadImage, match="JPEG has more than 65536 segments before its frame header"):
+        images.check_structure(fac.jpeg()[:20] + comments, images.DEFAULT_MAX_PIXELS)
+    head = fac.jpeg()
+    head = head[: head.find(b"\xff\xda")]  # the header segments, frame header included
+    with pytest.raises(images.BadImage, match="JPEG has more than 65536 segments before its end-of-image marker"):
+        images.check_structure(head + comments, images.DEFAULT_MAX_PIXELS)
+
+
 def test_a_png_followed_by_data_is_accepted_and_a_truncated_one_is_not():
     data = fac.png(200, 150)
     images.check_structure(data + bytes(10_000), images.DEFAULT_MAX_PIXELS)
     assert images.png_end(data + bytes(10_000)) == len(data)
-    with pytest.raises(images.BadImage, match="PNG has no IEND chunk: the file ends inside chunk data"):
+    with pytest.raises(images.BadImage) as exc:
         images.check_structure(data[:-20] + bytes(10_000), images.DEFAULT_MAX_PIXELS)
+    assert (exc.value.reason, exc.value.detail) == ("truncated", "PNG has no IEND chunk")
 
 
 # ---------------------------------------------------------------- the command line
