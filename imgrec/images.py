@@ -575,15 +575,18 @@ _CAPTURE_KEEP = 1 << 20
 class DecoderMessages:
     """What decoders print on fd 2 while ``cv2.imdecode`` runs, tied to the decode that printed it.
 
-    While any decode runs, fd 2 points at an anonymous file, and each decode
-    reads back what was printed while it ran; everything but the corrupt-data
-    lines is passed on to the real stderr, so nothing another thread prints is lost. Decodes run in
-    parallel, so a message seen during one may come from another: a decode that
+    opencv-python gives no other way to see libjpeg's warnings. While any
+    decode runs, fd 2 points at an anonymous file, and each decode reads back
+    what was printed while it ran; everything but the corrupt-data lines is
+    passed on to the real stderr, so nothing another thread prints is lost.
+    Decodes run in parallel (a lock around every decode would serialise them
+    all), so a message seen during one may come from another: a decode that
     sees one runs again ``alone`` (no other decode meanwhile) to know for sure.
-    Messages are rare, so only the images that print one are decoded twice
-    and only those wait for each other; the cost per decode is a few system calls.
-    A process started while a decode runs would inherit fd 2 pointing at the
-    file: the job starts none.
+    Messages are rare, so only the images that print one are decoded twice and
+    only those wait for the others; the cost per decode is a few system calls
+    (about 5 us, measured). Whatever the process writes to fd 2 from C while a
+    decode runs (a faulthandler dump, a child process's stderr) goes through
+    the file too: the job starts no child processes.
     """
 
     def __init__(self):
