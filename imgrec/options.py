@@ -47,13 +47,19 @@ class Opt:
 OPTIONS: tuple[Opt, ...] = (
     Opt(("--input",), "input", "input", "Folder (or s3:// prefix) whose top-level sub-folders are the classes (or whose images --labels names).",
         example="--input ./photos"),
-    Opt(("--exts",), "exts", "input", "Image file extensions to take, comma-separated, case-insensitive.",
-        default=".jpg,.jpeg,.png", example="--exts .jpg,.png,.webp"),
+    Opt(("--exts",), "exts", "input",
+        "Image file extensions to take, comma-separated, case-insensitive. The content decides the format, not the "
+        "name: JPEG and PNG are stored as they are; other formats OpenCV reads (GIF, WebP, BMP, TIFF, ...) are "
+        "re-encoded with --resize/--encoding and otherwise skipped (unsupported_format): mxnet, DALI and SageMaker do "
+        "not all decode them.",
+        default=".jpg,.jpeg,.png", example="--exts .jpg,.jpeg,.jfif"),
     Opt(("--max-pixels",), "max_pixels", "input",
-        "Refuse images whose header declares more pixels than this (decompression bombs).",
+        "Refuse images whose header declares more pixels than this (decompression bombs), in every format, before "
+        "any pixel buffer exists; content whose size cannot be read from its header is refused too.",
         default=DEFAULT_MAX_PIXELS, type=int, example="--max-pixels 50000000"),
     Opt(("--validate",), "validate", "input",
-        "How every image is checked: 'header' parses its dimensions and end marker; 'decode' decodes it fully.",
+        "How every image is checked: 'header' parses its dimensions and end marker; 'decode' also decodes it fully "
+        "and refuses it when the decoder reports corrupt or missing data (corrupt_data), as re-encoding always does.",
         default="header", choices=("header", "decode"), example="--validate decode"),
     Opt(("--max-errors",), "max_errors", "input",
         "Fail (and write no manifest) when more inputs than this are skipped: a count, or a fraction of all inputs "

@@ -7,7 +7,9 @@ once, front to back, through ``imgrec.storage`` (so a local folder and an
 * the RecordIO framing of every record: magic word, continuation flags, length
   words, zero padding (``recordio.read_records`` is strict about all four);
 * every payload: a readable IRHeader, labels that are class indexes inside the
-  class map, an id not used twice in the split, an image OpenCV can decode;
+  class map, an id not used twice in the split, a JPEG or PNG image (what
+  mxnet, DALI and SageMaker decode) that OpenCV decodes without reporting
+  corrupt data;
 * the shard's ``.idx``: one ``key<TAB>offset`` line per record, in order, the
   key equal to the record's id and the offset equal to its first byte;
 * the manifest: the shard's record count, size and sha256.
@@ -30,9 +32,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, ContextManager, Iterable
 
 import cv2
-import numpy as np
 
-from imgrec import recordio, storage
+from imgrec import images, recordio, storage
 from imgrec.layout import CLASSES_JSON, LABELS_TXT, MANIFEST, WORK
 from imgrec.planning import SPLITS
 
@@ -181,11 +182,28 @@ def label_problem(labels: tuple[float, ...], num_classes: int, spec: "LabelSpec 
 
 
 def decode_problem(image: bytes) -> str | None:
-    """Why OpenCV cannot decode these image bytes, or None when it can."""
+    """Why the target readers cannot use these image bytes, or None when they can.
+
+    The content must be what pipeline.run stores (JPEG or PNG, see
+    ``images.check_storable``: mxnet 1.9.1 cannot decode GIF or WebP records,
+    whatever OpenCV can), decode with OpenCV, and decode without the decoder
+    reporting corrupt or missing data (libjpeg would return grey pixels).
+    """
     if not image:
         return "record has no image bytes"
+    fmt = images.sniff(image)
+    if fmt is not None and fmt not in images.STORABLE_FORMATS:
+        return "image is %s, not JPEG or PNG: mxnet, DALI and SageMaker do not all decode it" % images.FORMAT_NAMES[fmt]
     try:
-        img = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        images.check_storable(images.probe(image))
+    except images.BadImage as exc:
+        if exc.reason == "unsupported_format":
+            return "image is %s, which mxnet, DALI and SageMaker do not all decode" % exc.detail.split(":")[0]
+        # a header the probe cannot read: the decode below says whether OpenCV can decode it
+    try:
+        img = images.decode_checked(image, cv2.IMREAD_UNCHANGED)
+    except images.BadImage as exc:
+        return "image data is corrupt (%s)" % exc.detail
     except cv2.error as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
         img, why = None, detail

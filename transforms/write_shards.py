@@ -48,6 +48,8 @@ def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, int]:
     """The image bytes to store for one input and their shorter edge; raises BadImage when it cannot be stored."""
     info = images.check_structure(data, options.max_pixels)
     if options.pass_through:
+        # Stored as is, so it must be what every target reader decodes (GIF, WebP, ... are re-encoded or skipped).
+        images.check_storable(info)
         if options.validate == "decode":
             images.full_decode_check(data, options.encode.color)
         return data, min(info.width, info.height)
@@ -56,7 +58,7 @@ def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, int]:
 
 
 def shorter_edge(payload: bytes) -> int:
-    """The shorter side of a stored image, from its header (0 for formats not parsed)."""
+    """The shorter side of a stored image (JPEG or PNG), from its header; 0 when it cannot be read."""
     try:
         info = images.probe(payload)
     except images.BadImage:
