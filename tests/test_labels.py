@@ -136,7 +136,7 @@ BAD_LINES = [
     ("x.jsonl", '{"path": "a.jpg"}\n', 'line 1: expected "labels"'),
     ("x.jsonl", '{"path": "a.jpg", "labels": "x"}\n', 'line 1: "labels" must be a list'),
     ("x.jsonl", '{"path": "a.jpg", "labels": [true]}\n', "line 1: label True is not a class name or a number"),
-    ("x.manifest", '{"source-ref": "a.jpg", "c": 0}\n{"c": 1}\n', 'line 2: expected a "source-ref" string'),
+    ("x.manifest", '{"source-ref": "a.jpg", "c": 0}\n{"c": 1}\n', 'line 2: expected a "source-ref" (or "image-ref") string'),
     ("x.manifest", '{"source-ref": "a.jpg", "c": 0}\n{"source-ref": "b.jpg", "d": 1}\n', "line 2: has no 'c' attribute"),
     ("x.manifest", '{"source-ref": "a.jpg", "c": "cat"}\n', "line 1: c 'cat' is neither a class id nor a list"),
     ("x.manifest", '{"source-ref": "a.jpg", "c": 0, "d": 1}\n', "line 1: has several label attributes (c, d)"),

@@ -58,6 +58,7 @@ def prepare_label_source(options: ConvertOptions) -> LabelSource:
         attribute=options.label_attribute,
         single_label=not options.label_format,
         label_width=options.label_width if options.label_format == labels.CLASS_IDS else 0,
+        refs_root=options.refs_root,
     )
     pinned = classmap.load_class_map(options.class_map) if options.class_map else None
     where = os.path.basename(options.labels.rstrip("/"))
