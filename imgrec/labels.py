@@ -165,6 +165,7 @@ class LabelScan:
     multi_label_lines: int = 0  # lines with zero or several labels
     width: int = 0  # multi-hot vector width
     chunks: list[Chunk] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each: the file is usable, but may not mean this
 
 
 # ---------------------------------------------------------------- format and paths
@@ -635,6 +636,7 @@ class _Scanner:
         self.tallies: list[_Tally] = []
         self.lst_columns = (0, 0)  # (label columns of the first .lst line, that line)
         self.entries = 0  # lines that parsed
+        self.lst_multi_hot = True  # so far every .lst line has the same W > 1 label columns, all 0 or 1
         self.delimiter = ","
         self.sep_line = 0  # 1 when line 1 is Excel's sep= line
         self.chunks: list[Chunk] = []
@@ -722,14 +724,16 @@ class _Scanner:
     def check_common(self, entry: Entry) -> None:
         """What no reading can accept; for an automatic .lst, drop the multi-hot tally once a line rules it out."""
         fmt = self.scan.spec.format
-        if fmt == FORMAT_LST and not entry.reading:
-            check_values(entry, CLASS_IDS, fmt)  # not a whole number: neither a class id nor 0/1
+        if fmt == FORMAT_LST:
+            if not entry.reading:
+                check_values(entry, CLASS_IDS, fmt)  # not a whole number: neither a class id nor 0/1
             columns = self.lst_columns[0]
             if not columns:
                 self.lst_columns = columns, _ = len(entry.values), entry.lineno
             binary = all(float(v) in (0.0, 1.0) for v in entry.values)
-            if len(self.tallies) > 1 and (columns == 1 or len(entry.values) != columns or not binary):
-                self.tallies = [t for t in self.tallies if t.reading != MULTI_HOT]
+            if columns == 1 or len(entry.values) != columns or not binary:
+                self.lst_multi_hot = False
+                self.tallies = [t for t in self.tallies if t.reading != MULTI_HOT or self.labels_as == MULTI_HOT]
         for class_id, name in entry.names:
             known = self.scan.id_names.setdefault(class_id, name)
             if known != name:
@@ -846,6 +850,12 @@ class _Scanner:
         if scan.width:  # every position of a multi-hot vector is a class
             for i in range(scan.width):
                 scan.ids.setdefault(i, tally.width_line)
+        if scan.spec.format == FORMAT_LST and self.lst_multi_hot and self.labels_as == CLASS_IDS:
+            columns = self.lst_columns[0]
+            scan.warnings.append(
+                "every line of %s has %d label columns of 0s and 1s, read as class ids (--labels-as class-ids): they "
+                "name only classes %s; --labels-as auto reads them as a multi-hot vector over %d classes"
+                % (self.uri, columns, ", ".join(str(i) for i in sorted(scan.ids)) or "none", columns))
         return scan
 
 

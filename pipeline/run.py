@@ -192,7 +192,7 @@ def discover(options: ConvertOptions) -> Dataset:
     """Classes and label source: folders (ids pinned by --class-map if given) or a label file."""
     if options.labels:
         source = prepare_label_source(options)
-        return Dataset(list(source.classes), [], source, [])
+        return Dataset(list(source.classes), [], source, [], source.warnings)
     dirs, root_errors = discover_classes(options)
     if options.class_map:
         classes = resolve_names({d: "as folder %s" % d for d in dirs}, load_class_map(options.class_map),
