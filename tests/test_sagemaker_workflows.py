@@ -18,42 +18,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
-import cv2
 import pytest
 
 from conftest import SAMPLE, load_manifest, run_cli
 from imagefactory import jpeg
 from imgrec import recordio
-
-CLASSES = sorted(os.listdir(SAMPLE))
-NUM_HOT = 10  # classes of the multi-label notebook's .lst
-
-
-def sample_paths() -> list[str]:
-    return ["%s/%s" % (c, f) for c in CLASSES for f in sorted(os.listdir(SAMPLE / c))]
-
-
-def hot_vector(i: int) -> list[int]:
-    """Image i's 0/1 vector over NUM_HOT classes: two or three classes, every class used."""
-    on = {i % NUM_HOT, (3 * i + 1) % NUM_HOT}
-    if i % 4 == 0:
-        on.add((i + 5) % NUM_HOT)
-    return [1 if k in on else 0 for k in range(NUM_HOT)]
-
-
-def notebook_lst(style: str) -> str:
-    """The multi-label notebook's list: index, one 0/1 column per class, path (tabs)."""
-    rows = []
-    for i, rel in enumerate(sample_paths()):
-        values = hot_vector(i)
-        cols = [str(v) for v in values] if style == "int" else ["%f" % v for v in values]
-        rows.append("%d\t%s\t%s\n" % (i, "\t".join(cols), rel))
-    return "".join(rows)
-
+from labelfiles import (
+    CLASSES,
+    NUM_HOT,
+    folder_class,
+    ground_truth_job,
+    guide_manifest,
+    hot_vector,
+    notebook_lst,
+    one_hot_lst,
+    sample_paths,
+)
 
 def records_by_path(out: Path, manifest: dict) -> dict[str, tuple]:
     """{relpath: label vector (a 1-tuple for scalar labels)} of every record, paths from the .lst by id."""
@@ -105,15 +87,12 @@ def test_notebook_multi_hot_lst_without_label_format_is_refused_naming_its_colum
 
 
 def test_one_hot_lst_gives_scalar_class_ids(tmp_path):
-    paths = sample_paths()
-    rows = ["%d\t%s\t%s\n" % (i, "\t".join("1" if k == CLASSES.index(rel.split("/")[0]) else "0" for k in range(5)), rel)
-            for i, rel in enumerate(paths)]
-    (tmp_path / "onehot.lst").write_text("".join(rows))
+    (tmp_path / "onehot.lst").write_text(one_hot_lst())
     out = tmp_path / "out"
     run_cli("--input", SAMPLE, "--labels", tmp_path / "onehot.lst", "--output", out)
     m = load_manifest(out)
     assert m["num_classes"] == 5 and m["labels"]["format"] == "single"
-    assert records_by_path(out, m) == {rel: (float(CLASSES.index(rel.split("/")[0])),) for rel in paths}
+    assert records_by_path(out, m) == {rel: (float(folder_class(rel)),) for rel in sample_paths()}
 
 
 def test_lst_columns_that_are_not_all_0_1_stay_class_ids(tmp_path):
@@ -160,7 +139,7 @@ def test_our_own_lst_read_back_gives_the_same_records(tmp_path, tags, label_form
 
 def test_csv_of_class_ids_with_one_typo_is_refused_not_read_as_names(tmp_path):
     paths = sample_paths()
-    rows = ["%s,%d\n" % (rel, CLASSES.index(rel.split("/")[0])) for rel in paths]
+    rows = ["%s,%d\n" % (rel, folder_class(rel)) for rel in paths]
     rows[6] = "%s,2.5\n" % paths[6]
     (tmp_path / "ids.csv").write_text("".join(rows))
     proc = run_cli("--input", SAMPLE, "--labels", tmp_path / "ids.csv", "--output", tmp_path / "out", check=False)
@@ -191,7 +170,7 @@ def test_excel_sep_line_and_header_are_understood(tmp_path, delimiter):
     run_cli("--input", SAMPLE, "--labels", tmp_path / "excel.csv", "--output", out)
     m = load_manifest(out)
     assert m["classes"] == CLASSES and m["images_listed"] == len(paths) and m["errors"] == 0
-    assert records_by_path(out, m) == {rel: (CLASSES.index(rel.split("/")[0]),) for rel in paths}
+    assert records_by_path(out, m) == {rel: (folder_class(rel),) for rel in paths}
 
 
 # ---------------------------------------------------------------- manifests: image-ref, Ground Truth, --refs-root
@@ -199,40 +178,19 @@ def test_excel_sep_line_and_header_are_understood(tmp_path, delimiter):
 
 def test_guide_augmented_manifests_with_image_ref(tmp_path):
     paths = sample_paths()
-    single = "".join(json.dumps({"image-ref": "s3://bkt/images/" + rel, "class": str(CLASSES.index(rel.split("/")[0]))})
-                     + "\n" for rel in paths)
-    (tmp_path / "train.manifest").write_text(single)
+    (tmp_path / "train.manifest").write_text(guide_manifest("s3://bkt/images/", multi=False))
     out = tmp_path / "out"
     run_cli("--input", SAMPLE, "--labels", tmp_path / "train.manifest", "--refs-root", "s3://bkt/images/", "--output", out)
     m = load_manifest(out)
-    assert records_by_path(out, m) == {rel: (CLASSES.index(rel.split("/")[0]),) for rel in paths}
+    assert records_by_path(out, m) == {rel: (folder_class(rel),) for rel in paths}
     # the guide's multi-label example: the class attribute is a 0/1 list written as a string
-    multi = "".join(json.dumps({"image-ref": "s3://bkt/images/" + rel, "class": json.dumps(hot_vector(i))}) + "\n"
-                    for i, rel in enumerate(paths))
-    (tmp_path / "multi.manifest").write_text(multi)
+    (tmp_path / "multi.manifest").write_text(guide_manifest("s3://bkt/images/", multi=True))
     out = tmp_path / "multi"
     run_cli("--input", SAMPLE, "--labels", tmp_path / "multi.manifest", "--refs-root", "s3://bkt/images/",
             "--output", out, "--label-format", "multi-hot")
     m = load_manifest(out)
     assert m["num_classes"] == NUM_HOT
     assert records_by_path(out, m) == {rel: tuple(float(v) for v in hot_vector(i)) for i, rel in enumerate(paths)}
-
-
-def ground_truth_job(tmp_path: Path, job_classes: list[str]):
-    """A Ground Truth image-classification job's output.manifest and class_labels.json over the sample."""
-    lines = []
-    for rel in sample_paths():
-        name = rel.split("/")[0]
-        lines.append(json.dumps({
-            "source-ref": "s3://gt-bucket/photos/" + rel,
-            "pets-job": job_classes.index(name),
-            "pets-job-metadata": {"class-name": name, "confidence": 0.9, "type": "groundtruth/image-classification",
-                                  "job-name": "labeling-job/pets-job", "human-annotated": "yes",
-                                  "creation-date": "2024-05-02T10:11:12.123456"},
-        }))
-    (tmp_path / "output.manifest").write_text("\n".join(lines) + "\n")
-    (tmp_path / "class_labels.json").write_text(json.dumps(
-        {"document-version": "2018-11-28", "labels": [{"label": c} for c in job_classes]}))
 
 
 def test_ground_truth_job_with_its_class_list_keeps_classes_without_images(tmp_path):
