@@ -66,7 +66,7 @@ def empty_classes(classes: Sequence[str], class_counts: Mapping[str, Mapping[str
         return None
     return (
         "%d class%s no images: %s; num_classes (%d) counts %s, so a model trained on this dataset has %s it "
-        "never sees (add images, or leave %s out of the class map if that is not meant)"
+        "never sees (add images, or remove %s: an empty folder, a --class-map entry)"
         % (len(empty), "es have" if len(empty) > 1 else " has", few(empty), len(classes),
            "them" if len(empty) > 1 else "it", "outputs" if len(empty) > 1 else "an output",
            "them" if len(empty) > 1 else "it")

@@ -696,7 +696,7 @@ class _Scanner:
                 self.delimiter, self.sep_line = delimiter, 1
                 return None
         header = False
-        if fmt == FORMAT_CSV and lineno == self.sep_line + 1:
+        if fmt == FORMAT_CSV:  # the first line with fields (after Excel's sep= line, if any)
             try:
                 path, _ = parse_csv_line(text, self.delimiter)
             except LabelLineError:

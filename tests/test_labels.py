@@ -474,9 +474,11 @@ def test_excel_sep_line_sets_the_delimiter_and_the_header_follows_it(tmp_path, d
     assert s.spec.delimiter == delimiter and s.spec.header and s.spec.skip_lines == 2
     s.spec = labels.LabelSpec(**{**s.spec.__dict__, "name_to_id": (("cat", 0), ("dog", 1))})
     assert entries(s) == [(4, quoted, (0,)), (5, "x/c.jpg", (0, 1))]
-    # a sep= line without a header, and one that is not first, is data (refused as such)
+    # a sep= line without a header; blank lines before the header; a sep= line that is not first is data
     s = scan(tmp_path, "n.csv", "sep=;\nx/a.jpg;cat\n")
     assert not s.spec.header and s.spec.skip_lines == 1 and sorted(s.names) == ["cat"]
+    s = scan(tmp_path, "b.csv", "sep=,\n\n\npath,label\nx/a.jpg,cat\n")
+    assert s.spec.header and s.spec.skip_lines == 4 and sorted(s.names) == ["cat"]
     with pytest.raises(LabelFileError, match="line 2: expected 2 comma-separated fields"):
         scan(tmp_path, "late.csv", "x/a.jpg,cat\nsep=;\n")
     with pytest.raises(LabelFileError, match=r"line 1: Excel's sep= line names ':'; only ',', ';', tab and '\|'"):
