@@ -490,7 +490,7 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
         "labels_format": getattr(ns, "labels_format", "") or "",
         "labels_as": getattr(ns, "labels_as", "auto") or "auto",
         "label_attribute": getattr(ns, "label_attribute", "") or "",
-        "refs_root": refs_root(getattr(ns, "refs_root", "") or ""),
+        "refs_root": refs_root(getattr(ns, "refs_root", "") or "", getattr(ns, "input", "") or ""),
         "label_format": label_format,
         "label_width": width,
         "label_pad": pad,
@@ -502,8 +502,12 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def refs_root(value: str) -> str:
-    """``--refs-root``: a prefix that label-file paths start with (its trailing '/' is implied)."""
+def refs_root(value: str, input_root: str = "") -> str:
+    """``--refs-root``: a prefix that label-file paths start with (its trailing '/' is implied).
+
+    It must not lie inside ``--input``, nor ``--input`` inside it: a path under both
+    could be read two ways (as a path under --input, or as the rest after the prefix).
+    """
     value = value.strip()
     if not value:
         return ""
@@ -512,7 +516,22 @@ def refs_root(value: str) -> str:
                            "--refs-root s3://bucket/images/" % value)
     if "://" in value and not value.startswith("s3://"):
         raise OptionsError("--refs-root %r: only s3:// prefixes and paths are understood" % value)
+    if input_root and _nested(value, input_root):
+        raise OptionsError(
+            "--refs-root %s and --input %s lie one inside the other, so a path under both could be read two ways; "
+            "give --refs-root the prefix of the other copy of the images, or leave it out when the label file "
+            "names the images under --input" % (value, input_root))
     return value
+
+
+def _nested(a: str, b: str) -> bool:
+    """Whether one of two different prefixes (both s3://, or both local) lies inside the other."""
+    if a.startswith("s3://") != b.startswith("s3://"):
+        return False
+    if not a.startswith("s3://"):
+        a, b = os.path.abspath(a), os.path.abspath(b)
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a != b and (a.startswith(b) or b.startswith(a))
 
 
 def s3_settings(ns: argparse.Namespace) -> S3Settings:

@@ -509,6 +509,7 @@ def test_image_ref_names_the_image_and_both_refs_are_refused(tmp_path):
 )
 def test_refs_root_maps_references_onto_the_input(path, refs_root, expected):
     assert safe_relpath(path, "/data/in", refs_root) == expected
+    assert safe_relpath(path, "s3://copy/in", refs_root) == expected  # onto an S3 copy too
 
 
 @pytest.mark.parametrize(

@@ -173,6 +173,9 @@ def test_folder_classes_as_one_hot_vectors(tmp_path):
                                                         "start with, e.g. --refs-root s3://bucket/images/"),
         (["--labels", "x.csv", "--refs-root", "https://host/img/"], "--refs-root 'https://host/img/': only s3:// "
                                                                     "prefixes and paths are understood"),
+        (["--labels", "x.csv", "--refs-root", str(SAMPLE.parent)], "--refs-root %s and --input %s lie one inside the "
+                                                                   "other, so a path under both could be read two ways"
+                                                                   % (SAMPLE.parent, SAMPLE)),
         (["--allow-new-classes"], "--allow-new-classes extends --class-map FILE (or an --incremental run's classes), which is not given"),
     ],
 )

@@ -217,6 +217,9 @@ def test_empty_class_folders_are_named_in_the_summary_and_manifest(sample_dir, t
     assert m["num_classes"] == 6 and "bicycle" in m["classes"]
     assert [w for w in m["warnings"] if "no images" in w][0].startswith("1 class has no images: 'bicycle'")
     assert "Warnings:" in proc.stdout and "1 class has no images: 'bicycle'" in proc.stdout
+    # --quiet leaves the terminal warnings and errors only: the warning is one of them
+    quiet = run_cli("--input", sample_dir, "--output", out, "--quiet")
+    assert quiet.stdout == "" and "warning: 1 class has no images: 'bicycle'" in quiet.stderr
 
 
 def test_manifest_refs_onto_a_local_copy_need_refs_root_and_keep_path_safety(tmp_path):
