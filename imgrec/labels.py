@@ -634,7 +634,7 @@ class _Scanner:
         self.scan: LabelScan | None = None
         self.problems = _Problems()  # lines that no reading can use
         self.tallies: list[_Tally] = []
-        self.lst_columns = (0, 0)  # (label columns of the first .lst line, that line)
+        self.lst_columns = 0  # label columns of the first .lst line
         self.entries = 0  # lines that parsed
         self.lst_multi_hot = True  # so far every .lst line has the same W > 1 label columns, all 0 or 1
         self.delimiter = ","
@@ -727,13 +727,13 @@ class _Scanner:
         if fmt == FORMAT_LST:
             if not entry.reading:
                 check_values(entry, CLASS_IDS, fmt)  # not a whole number: neither a class id nor 0/1
-            columns = self.lst_columns[0]
-            if not columns:
-                self.lst_columns = columns, _ = len(entry.values), entry.lineno
+            if not self.lst_columns:
+                self.lst_columns = len(entry.values)
             binary = all(float(v) in (0.0, 1.0) for v in entry.values)
-            if columns == 1 or len(entry.values) != columns or not binary:
+            if self.lst_columns == 1 or len(entry.values) != self.lst_columns or not binary:
                 self.lst_multi_hot = False
-                self.tallies = [t for t in self.tallies if t.reading != MULTI_HOT or self.labels_as == MULTI_HOT]
+                if self.labels_as == AUTO:
+                    self.tallies = [t for t in self.tallies if t.reading != MULTI_HOT]
         for class_id, name in entry.names:
             known = self.scan.id_names.setdefault(class_id, name)
             if known != name:
@@ -851,7 +851,7 @@ class _Scanner:
             for i in range(scan.width):
                 scan.ids.setdefault(i, tally.width_line)
         if scan.spec.format == FORMAT_LST and self.lst_multi_hot and self.labels_as == CLASS_IDS:
-            columns = self.lst_columns[0]
+            columns = self.lst_columns
             scan.warnings.append(
                 "every line of %s has %d label columns of 0s and 1s, read as class ids (--labels-as class-ids): they "
                 "name only classes %s; --labels-as auto reads them as a multi-hot vector over %d classes"

@@ -220,6 +220,8 @@ def test_empty_class_folders_are_named_in_the_summary_and_manifest(sample_dir, t
     # --quiet leaves the terminal warnings and errors only: the warning is one of them
     quiet = run_cli("--input", sample_dir, "--output", out, "--quiet")
     assert quiet.stdout == "" and "warning: 1 class has no images: 'bicycle'" in quiet.stderr
+    dry = run_cli("--input", sample_dir, "--dry-run")
+    assert "Warnings:\n  - 1 class has no images: 'bicycle'" in dry.stdout
 
 
 def test_manifest_refs_onto_a_local_copy_need_refs_root_and_keep_path_safety(tmp_path):
