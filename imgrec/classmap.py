@@ -8,7 +8,10 @@ what label 3 means. A class the map does not know is an error, unless
 ``--allow-new-classes`` appends it after the map's last id (new names in
 sorted order). The map file can be a previous run's ``classes.json``
 (``{"name": id}``) or ``labels.txt`` (one name per line, the id is the line
-number from 0), or a JSON list of names.
+number from 0), a JSON list of names, or a Ground Truth labelling job's class
+list (``class_labels.json``, the label category configuration:
+``{"document-version": ..., "labels": [{"label": "cat"}, ...]}``, where a
+class's id is its position in ``labels``, as in the job's output manifest).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def load_class_map(uri: str) -> list[str]:
             raise ClassMapError("--class-map %s: not valid JSON (%s)" % (uri, exc)) from None
         if isinstance(data, list):
             names = data
+        elif isinstance(data, dict) and isinstance(data.get("labels"), list):
+            names = _names_from_ground_truth(uri, data["labels"])
         else:
             names = _names_from_object(uri, data)
     else:
@@ -53,6 +58,17 @@ def load_class_map(uri: str) -> list[str]:
     if not names:
         raise ClassMapError("--class-map %s: lists no classes" % uri)
     return list(names)
+
+
+def _names_from_ground_truth(uri: str, items: list) -> list:
+    """The names of a Ground Truth class list, ``[{"label": "cat"}, ...]``, in id order."""
+    names = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("label"), str):
+            raise ClassMapError('--class-map %s: labels[%d] is %r, expected {"label": "class name"} (a Ground Truth '
+                                'class list)' % (uri, i, item))
+        names.append(item["label"])
+    return names
 
 
 def _names_from_object(uri: str, data: dict) -> list[str]:
@@ -118,10 +134,12 @@ def resolve_ids(
     """Class names in id order for classes known by id (a ``.lst``, a manifest, numeric labels).
 
     The ids are kept as written. Names come from the map, else from the
-    manifest's metadata, else the id itself. With a map, an id beyond it is an
-    error unless ``--allow-new-classes``; a metadata name that contradicts the
-    map is an error.
+    manifest's metadata, else the id itself; a class the metadata names is a
+    class even where no line uses it. With a map, an id beyond it is an error
+    unless ``--allow-new-classes``; a metadata name that contradicts the map
+    is an error.
     """
+    found = {**{i: "" for i in id_names}, **found}
     top = max(found) + 1 if found else 0
     if pinned is not None:
         beyond = sorted(i for i in found if i >= len(pinned))

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Sequence
 
 from imgrec import findings, storage
+from imgrec.dataset_warnings import WarningList, empty_classes
 from imgrec.errors import ErrorRecord, from_json, to_jsonl
 from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, REPORT, SAGEMAKER, SINGLE, SUMMARY, WORK, Layout
 from imgrec.errors import STAGE_LIST
@@ -24,7 +25,7 @@ from imgrec.options import ConvertOptions, error_limit
 from imgrec.labels import decode_label
 from imgrec.incremental import Previous, batch_name
 from imgrec.planning import SPLITS
-from imgrec.sagemaker import sagemaker_document
+from imgrec.sagemaker import CHANNELS, sagemaker_document
 
 MANIFEST_VERSION = 1
 # Marks a folder as this tool's output, so a re-run after a crash (no manifest yet)
@@ -104,11 +105,14 @@ def finalize(
     extra: dict,
     listed_classes: list[int] | None = None,
     previous: Previous | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict:
     """Assemble the output; ``listed_classes`` are the class folders listed (default: every class).
 
     With ``previous`` (``--incremental``) the new shards are added to that dataset; when
-    there is nothing new to add, nothing in the output is touched.
+    there is nothing new to add, nothing in the output is touched. ``warnings``: one-line
+    warnings found before the job; the manifest and the summary carry them and the ones
+    found here (classes without images).
     """
     out = options.output
     layout = layout_for(options, previous)
@@ -156,16 +160,19 @@ def finalize(
     class_counts: dict[str, dict[str, int]] = {
         split: dict(c) for split, c in (previous.manifest.get("class_counts", {}) if previous else {}).items()
     }
-    # shorter edge of the stored images -> count
-    edges: dict[int, int] = {int(k): v for k, v in (previous.manifest.get("shorter_edges", {}) if previous else {}).items()}
+    # split -> shorter edge of the stored images -> count
+    edges_by_split, unsplit_edges = previous_edges(previous.manifest if previous else {})
     for split in SPLITS:
         if split not in plan["splits"] and split not in old_splits:
             continue
         counts = class_counts.setdefault(split, {})
         splits_doc[split] = _assemble_split(
             out, layout, options, classes, split, shard_records.get(split, []), old_splits.get(split),
-            errors, counts, edges, drop_empty=previous is not None,
+            errors, counts, edges_by_split.setdefault(split, {}), drop_empty=previous is not None,
         )
+    edges = merge_edges(list(edges_by_split.values()) + [unsplit_edges])
+    found = WarningList(warnings)
+    found.add(empty_classes(classes, class_counts))
 
     storage.write_text(
         storage.join(out, CLASSES_JSON), json.dumps({name: i for i, name in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n"
@@ -188,8 +195,10 @@ def finalize(
             doc["single_file"] = write_single_file(  # named after --name, whatever increment this is
                 out, layout_for(options), split, doc["shards"], storage.read_text(storage.join(out, doc["merged_idx"]))
             )
+    # the images a SageMaker training job reads: the train and validation channels
+    channel_edges = merge_edges([edges_by_split.get(s, {}) for s in CHANNELS] + [unsplit_edges])
     sagemaker_doc = sagemaker_document(
-        out, len(classes), splits_doc, options.label_format, options.label_width, edges, options.encode.color
+        out, len(classes), splits_doc, options.label_format, options.label_width, channel_edges, options.encode.color
     )
     storage.write_text(storage.join(out, SAGEMAKER), json.dumps(sagemaker_doc, indent=2) + "\n")
     reasons: dict[str, int] = {}
@@ -219,6 +228,10 @@ def finalize(
         "sagemaker_file": SAGEMAKER,
         "sagemaker": sagemaker_doc,
         "shorter_edges": {str(k): v for k, v in sorted(edges.items())},
+        "shorter_edges_by_split": {
+            split: {str(k): v for k, v in sorted(e.items())} for split, e in edges_by_split.items() if split in splits_doc
+        },
+        "warnings": found.to_json(),
         "increments": previous.batch if previous else 0,
         "identity": dataset_identity(options),
         "options": options.to_json(),
@@ -235,6 +248,29 @@ def finalize(
     _clear_work(out)
     manifest["summary_text"] = summary
     return manifest
+
+
+def previous_edges(manifest: dict) -> tuple[dict[str, dict[int, int]], dict[int, int]]:
+    """The shorter-edge histograms of a dataset being added to: per split, and any not known per split.
+
+    A manifest written before ``shorter_edges_by_split`` existed has only the total: the
+    images its splits do not account for are kept apart and counted as part of every
+    channel, which only errs on the safe side.
+    """
+    by_split = {split: {int(k): v for k, v in e.items()} for split, e in manifest.get("shorter_edges_by_split", {}).items()}
+    unsplit = {int(k): v for k, v in manifest.get("shorter_edges", {}).items()}
+    for histogram in by_split.values():
+        for edge, n in histogram.items():
+            unsplit[edge] = unsplit.get(edge, 0) - n
+    return by_split, {edge: n for edge, n in unsplit.items() if n > 0}
+
+
+def merge_edges(histograms: Sequence[dict[int, int]]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for histogram in histograms:
+        for edge, n in histogram.items():
+            merged[edge] = merged.get(edge, 0) + n
+    return merged
 
 
 def _shard_records(out: str, layout: Layout, plan: dict) -> dict[str, list[dict]]:

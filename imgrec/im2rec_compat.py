@@ -4,7 +4,9 @@ List mode: the folder walk and its label numbering (each folder that directly
 holds images gets the next number in the walk's sorted order), the ``%f`` label
 format, the chunking, the ``_train``/``_val``/``_test`` names and the shuffle
 (``random.seed(100)`` then ``random.shuffle``) reproduce im2rec.py's ``.lst``
-files byte for byte.
+files byte for byte. Where that numbering surprises (a folder inside a class
+folder gets a label of its own), ``nested_label_warnings`` says so; the files
+stay as im2rec.py writes them.
 
 Record mode: ``.lst`` parsing with im2rec.py's rules (tab-separated, at least
 three fields, ``int`` id, ``float`` labels, path last), the record label rule of
@@ -30,6 +32,8 @@ SHUFFLE_SEED = 100  # im2rec.py: random.seed(100)
 LABELS_SUFFIX = "_labels.txt"  # PREFIX_labels.txt: the folder -> label map im2rec.py only prints
 ERRORS_SUFFIX = ".errors.jsonl"  # beside each .rec: the inputs that did not become records
 WORK_MARK = ".im2rec-work-"  # temporary fragments, beside the outputs, removed at the end
+# Nested label folders are named one warning line each up to this many, then counted.
+MAX_NESTED_WARNINGS = 20
 
 
 # ---------------------------------------------------------------- names
@@ -154,6 +158,33 @@ def listing_from_paths(relpaths: Iterable[str], recursive: bool, exts: Sequence[
             cat[folder] = len(cat)
         entries.append(ListEntry(len(entries), p, cat[folder]))
     return Listing(entries, sorted(cat.items(), key=lambda kv: kv[1]), [])
+
+
+def nested_label_warnings(label_dirs: Sequence[tuple[str, int]]) -> list[str]:
+    """One line per folder that im2rec.py labels apart from a labelled folder above it.
+
+    im2rec.py gives every folder that directly holds images the next label, so
+    ``056.dog/greg/`` inside ``056.dog/`` becomes a class of its own and every
+    folder after it is numbered one higher. ROOT's own images (``.``) are not
+    counted as a folder above the others.
+    """
+    labelled = {folder.replace(os.sep, "/"): label for folder, label in label_dirs}
+    lines = []
+    for folder, label in label_dirs:
+        parts = folder.replace(os.sep, "/").split("/")
+        above = next(("/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if "/".join(parts[:i]) in labelled), None)
+        if above is None:
+            continue
+        lines.append(
+            "%s holds images and gets its own label %d, apart from %s (label %d): im2rec.py labels every folder that "
+            "holds images, so each folder listed after it is numbered one higher; move its images into %s to give "
+            "them its label (the lists are written as im2rec.py writes them)"
+            % (folder, label, above, labelled[above], above)
+        )
+    if len(lines) > MAX_NESTED_WARNINGS:
+        more = len(lines) - MAX_NESTED_WARNINGS
+        lines = lines[:MAX_NESTED_WARNINGS] + ["... and %d more folders nested in labelled folders get labels of their own" % more]
+    return lines
 
 
 def shuffled(entries: Sequence[ListEntry], shuffle: bool) -> list[ListEntry]:

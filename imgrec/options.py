@@ -84,12 +84,19 @@ OPTIONS: tuple[Opt, ...] = (
         default="", choices=("lst", "csv", "jsonl", "manifest"), example="--labels-format csv"),
     Opt(("--labels-as",), "labels_as", "split",
         "How the label values in --labels are read: class names, class ids (whole numbers; negative = padding) "
-        "or multi-hot 0/1 vectors. 'auto': .lst and manifests give ids, CSV/JSON Lines give ids when all labels "
-        "are whole numbers, else names; a manifest list is multi-hot unless its metadata says multilabel.",
+        "or multi-hot 0/1 vectors. 'auto': a .lst whose lines all have the same number W > 1 of label columns, "
+        "all 0 or 1, is multi-hot over W classes, any other .lst gives class ids; CSV/JSON Lines give class ids "
+        "when every label is a whole number >= 0, class names when none is a number, and a mix is refused; in a "
+        "manifest a list is multi-hot unless its metadata says multilabel.",
         default="auto", choices=("auto", "names", "class-ids", "multi-hot"), example="--labels-as names"),
     Opt(("--label-attribute",), "label_attribute", "split",
-        "The label attribute of a Ground Truth manifest; none = the one attribute beside source-ref.",
+        "The label attribute of a Ground Truth manifest; none = the one attribute beside source-ref (or image-ref).",
         default="", example="--label-attribute my-labelling-job"),
+    Opt(("--refs-root",), "refs_root", "split",
+        "For a label file whose paths point at another copy of the images (a manifest's s3:// refs, images "
+        "since copied to --input): the prefix those paths start with, which stands for --input. A path under it "
+        "is read as the rest of the path under --input, with the same safety rules as any path.",
+        default="", example="--refs-root s3://bucket/images/"),
     Opt(("--label-format",), "label_format", "split",
         "Write multi-label records: labels as a float32 vector (IRHeader flag = its width). 'multi-hot': one 0/1 "
         "per class (SageMaker's multi_label=1 layout); 'class-ids': the image's class ids padded to --label-width. "
@@ -345,6 +352,7 @@ class ConvertOptions:
     labels_format: str = ""
     labels_as: str = "auto"
     label_attribute: str = ""
+    refs_root: str = ""  # label-file paths under this prefix are paths under --input
     label_format: str = ""  # "" (one scalar label), "multi-hot" or "class-ids"
     label_width: int = 0  # vector width; resolved by the launcher once the classes are known
     label_pad: float = -1.0
@@ -458,7 +466,7 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
     """The validated label, class-map, stratify and duplicate options, as ConvertOptions fields."""
     labels = getattr(ns, "labels", "") or ""
     for flag, dest, default in (("--labels-format", "labels_format", ""), ("--labels-as", "labels_as", "auto"),
-                                ("--label-attribute", "label_attribute", "")):
+                                ("--label-attribute", "label_attribute", ""), ("--refs-root", "refs_root", "")):
         if not labels and (getattr(ns, dest, default) or default) != default:
             raise OptionsError("%s describes --labels FILE, which is not given" % flag)
     label_format = getattr(ns, "label_format", "") or ""
@@ -488,6 +496,7 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
         "labels_format": getattr(ns, "labels_format", "") or "",
         "labels_as": getattr(ns, "labels_as", "auto") or "auto",
         "label_attribute": getattr(ns, "label_attribute", "") or "",
+        "refs_root": refs_root(getattr(ns, "refs_root", "") or "", getattr(ns, "input", "") or ""),
         "label_format": label_format,
         "label_width": width,
         "label_pad": pad,
@@ -497,6 +506,38 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
         "check_duplicates": dedup or bool(getattr(ns, "check_duplicates", False)),
         "dedup": dedup,
     }
+
+
+def refs_root(value: str, input_root: str = "") -> str:
+    """``--refs-root``: a prefix that label-file paths start with (its trailing '/' is implied).
+
+    It must not lie inside ``--input``, nor ``--input`` inside it: a path under both
+    could be read two ways (as a path under --input, or as the rest after the prefix).
+    """
+    value = value.strip()
+    if not value:
+        return ""
+    if value.rstrip("/") in ("", "s3:"):
+        raise OptionsError("--refs-root %r: give the prefix the label file's paths start with, e.g. "
+                           "--refs-root s3://bucket/images/" % value)
+    if "://" in value and not value.startswith("s3://"):
+        raise OptionsError("--refs-root %r: only s3:// prefixes and paths are understood" % value)
+    if input_root and _nested(value, input_root):
+        raise OptionsError(
+            "--refs-root %s and --input %s lie one inside the other, so a path under both could be read two ways; "
+            "give --refs-root the prefix of the other copy of the images, or leave it out when the label file "
+            "names the images under --input" % (value, input_root))
+    return value
+
+
+def _nested(a: str, b: str) -> bool:
+    """Whether one of two different prefixes (both s3://, or both local) lies inside the other."""
+    if a.startswith("s3://") != b.startswith("s3://"):
+        return False
+    if not a.startswith("s3://"):
+        a, b = os.path.abspath(a), os.path.abspath(b)
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a != b and (a.startswith(b) or b.startswith(a))
 
 
 def s3_settings(ns: argparse.Namespace) -> S3Settings:

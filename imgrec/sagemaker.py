@@ -5,11 +5,21 @@ and a ``validation`` channel of RecordIO data (content type
 ``application/x-recordio``); its hyperparameters ``num_classes``,
 ``num_training_samples``, ``multi_label`` and ``image_shape`` must match the
 data. This module writes them down from what the job produced.
+
+SageMaker's guide says training fails when an image is smaller than
+``image_shape`` in any dimension. ``image_shape`` is suggested from the
+shorter edges of the images in the two channels; when some of them are
+smaller than it, the snippet also sets the algorithm's ``resize``
+hyperparameter (the shorter side every image is scaled to before it is
+cropped), strictly larger than ``image_shape`` as the guide asks. A test
+split is held out: it is no channel of the algorithm, and is described so.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Mapping
 
 from imgrec.labels import CLASS_IDS
@@ -24,6 +34,10 @@ DEFAULT_SIDE = 224
 # nearly every image is at least that large and is cropped, not blown up.
 SHAPE_PERCENTILE = 5
 PLACEHOLDER_PREFIX = "s3://YOUR-BUCKET/YOUR-PREFIX/"
+# resize / image_shape when small images need the resize hyperparameter: ImageNet's
+# convention (shorter side to 256, crop 224), which keeps resize above image_shape.
+RESIZE_RATIO = 256 / 224
+HELD_OUT = ("test",)
 
 
 def percentile(histogram: Mapping[int, int], pct: float) -> int | None:
@@ -40,12 +54,42 @@ def percentile(histogram: Mapping[int, int], pct: float) -> int | None:
     return max(histogram)
 
 
-def suggest_image_shape(shorter_edges: Mapping[int, int], color: int) -> str:
-    """``channels,height,width``: the 5th-percentile shorter edge of the output images, at most 224."""
+@dataclass(frozen=True)
+class ShapeAdvice:
+    """The suggested ``image_shape``, and the ``resize`` that makes it safe for every image (None: not needed)."""
+
+    image_shape: str
+    side: int
+    resize: int | None
+    small: int  # images whose shorter edge is below ``side``
+    images: int
+
+
+def advise_image_shape(shorter_edges: Mapping[int, int], color: int) -> ShapeAdvice:
+    """``image_shape`` from the 5th-percentile shorter edge (at most 224), and ``resize`` when smaller images exist.
+
+    ``shorter_edges``: shorter edge -> number of images, for the images a training job reads.
+    """
     channels = 1 if color == 0 else 3
     low = percentile(shorter_edges, SHAPE_PERCENTILE)
     side = DEFAULT_SIDE if not low else min(DEFAULT_SIDE, low)
-    return "%d,%d,%d" % (channels, side, side)
+    small = sum(n for edge, n in shorter_edges.items() if edge < side)
+    resize = math.ceil(side * RESIZE_RATIO) if small else None
+    return ShapeAdvice("%d,%d,%d" % (channels, side, side), side, resize, small, sum(shorter_edges.values()))
+
+
+def size_note(advice: ShapeAdvice) -> str:
+    """One line on how the images compare with ``image_shape`` (and what ``resize`` does about it)."""
+    if not advice.images:
+        return "no train or validation images: image_shape is SageMaker's default"
+    if not advice.small:
+        return "no train or validation image is smaller than image_shape (%d pixels on its shorter side)" % advice.side
+    return (
+        "%d of %d train and validation images %s a shorter side below %d pixels (image_shape %s): the snippet sets "
+        "resize=%d, so SageMaker scales every image's shorter side to %d before cropping, instead of failing on them"
+        % (advice.small, advice.images, "has" if advice.small == 1 else "have", advice.side, advice.image_shape,
+           advice.resize, advice.resize)
+    )
 
 
 def channel_prefix(output: str, split: str, single_file: dict | None) -> str:
@@ -64,7 +108,10 @@ def sagemaker_document(
     shorter_edges: Mapping[int, int],
     color: int,
 ) -> dict:
-    """The content of ``sagemaker.json``; ``splits`` is the manifest's splits section."""
+    """The content of ``sagemaker.json``; ``splits`` is the manifest's splits section.
+
+    ``shorter_edges``: shorter edge -> images, over the train and validation splits.
+    """
     multi_label = 1 if label_format else 0
     content_type = CLASS_ID_CONTENT_TYPE if label_format == CLASS_IDS else CONTENT_TYPE
     on_s3 = output.startswith("s3://")
@@ -80,17 +127,24 @@ def sagemaker_document(
             "s3_data_type": "S3Prefix",
             "records": splits[split]["records"],
         }
+    held_out = {split: {"prefix": channel_prefix(output, split, splits[split].get("single_file")),
+                        "records": splits[split]["records"]} for split in HELD_OUT if split in splits}
     edges = {int(k): v for k, v in shorter_edges.items()}
+    advice = advise_image_shape(edges, color)
     doc = {
         "algorithm": "image-classification",
         "num_classes": num_classes,
         "num_training_samples": splits.get("train", {}).get("records", 0),
         "multi_label": multi_label,
-        "image_shape": suggest_image_shape(edges, color),
+        "image_shape": advice.image_shape,
+        "resize": advice.resize,
+        "small_images": advice.small,
         "label_format": label_format or "single",
         "label_width": label_width if label_format else 1,
         "channels": channels,
+        "held_out": held_out,
         "image_sizes": {
+            "splits": [s for s in CHANNELS if s in splits],
             "images": sum(edges.values()),
             "min_shorter_edge": min(edges) if edges else None,
             "p5_shorter_edge": percentile(edges, SHAPE_PERCENTILE),
@@ -98,7 +152,10 @@ def sagemaker_document(
             "max_shorter_edge": max(edges) if edges else None,
         },
     }
-    notes = []
+    notes = [size_note(advice)]
+    for split, doc_ in held_out.items():
+        notes.append("the %s split (%d images, %s) is held out: it is not a SageMaker channel; evaluate the trained "
+                     "model on it yourself" % (split, doc_["records"], doc_["prefix"]))
     if not on_s3:
         notes.append(
             "the output is local: upload the output folder (aws s3 sync OUTPUT %s) and use each channel's "
@@ -124,6 +181,7 @@ def estimator_snippet(doc: Mapping) -> str:
         "num_classes": doc["num_classes"],
         "num_training_samples": doc["num_training_samples"],
         "image_shape": doc["image_shape"],
+        **({"resize": doc["resize"]} if doc.get("resize") else {}),
         "multi_label": doc["multi_label"],
         "epochs": 10,
         "use_pretrained_model": 1,

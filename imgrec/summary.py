@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from imgrec.dataset_warnings import summary_lines
+from imgrec.sagemaker import CHANNELS
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -52,6 +55,9 @@ def render_summary(m: dict) -> str:
         lines.append("No inputs skipped.")
     if m.get("ignored_non_image_files"):
         lines.append("%d files without an image extension were ignored." % m["ignored_non_image_files"])
+    if m.get("warnings"):
+        lines.append("")
+        lines.extend(summary_lines(m["warnings"]))
     lines.append("")
     out = m.get("output", "OUT")
     lines.append("Next:")
@@ -59,7 +65,10 @@ def render_summary(m: dict) -> str:
     lines.append("  python -m pipeline.preview %s --split train" % out)
     for split, doc in m["splits"].items():
         folder = doc["single_file"]["rec"].rsplit("/", 1)[0] if doc.get("single_file") else split
-        lines.append("  SageMaker channel '%s': %s/%s/" % (split, out.rstrip("/"), folder))
+        if split in CHANNELS:
+            lines.append("  SageMaker channel '%s': %s/%s/" % (split, out.rstrip("/"), folder))
+        else:
+            lines.append("  Held-out %s split (not a SageMaker channel): %s/%s/" % (split, out.rstrip("/"), folder))
     if m.get("sagemaker"):
         from imgrec.sagemaker import estimator_snippet
 

@@ -17,6 +17,10 @@ once, front to back, through ``imgrec.storage`` (so a local folder and an
 and per split the merged index (DALI's), the ``.lst`` file and the per-class
 counts. Every problem is a ``Problem``: the file (relative to OUT), and a
 message that names the record and the byte offset where there is one.
+
+Beside the problems, the report says per split what label layout the records
+hold (scalar, or vectors of which width; labels per record; distinct label
+sets), so a dataset whose labels collapsed is visible at a glance.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class ShardResult:
     sha256: str = ""
     framing_ok: bool = True
     problems: list[Problem] = field(default_factory=list)
+    flags: collections.Counter = field(default_factory=collections.Counter)  # IRHeader flag -> records
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Report:
     classes: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> records read
+    layouts: dict[str, str] = field(default_factory=dict)  # split -> the label layout its records hold
     shards: int = 0
     records: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -307,6 +313,7 @@ def read_shard(
                 i += 1
                 continue
             result.entries.append((header.id, raw.offset))
+            result.flags[header.flag] += 1
             labels = _labels_of(header)
             why = label_problem(labels, num_classes, spec)
             if why:
@@ -490,6 +497,7 @@ def _check_split(out, split, doc, manifest, classes, present, listed, decode, th
     spec = LabelSpec.from_manifest(manifest)
     seen_ids: dict[int, str] = {}
     labels_by_id: dict[int, tuple[float, ...]] = {}
+    flags: collections.Counter = collections.Counter()
     merged_expected: list[tuple[int, int]] = []
     base = 0
     split_clean = True  # every record read and sound: the split-level totals can be compared
@@ -548,6 +556,7 @@ def _check_split(out, split, doc, manifest, classes, present, listed, decode, th
             else:
                 seen_ids[rid] = rec_rel
         labels_by_id.update(result.labels)
+        flags.update(result.flags)
         report.records += len(result.entries)
 
     # images per class (a multi-label image counts once for each of its classes)
@@ -556,6 +565,7 @@ def _check_split(out, split, doc, manifest, classes, present, listed, decode, th
         if label_problem(labels, len(classes), spec) is None:
             for class_id in spec.class_ids(labels):
                 counts[classes[class_id]] += 1
+    report.layouts[split] = describe_layout(flags, labels_by_id.values(), spec)
     if split_clean:
         problems.extend(_check_split_totals(out, split, doc, manifest, classes, counts, labels_by_id))
     merged_rel = doc.get("merged_idx")
@@ -623,6 +633,39 @@ def _unlisted_files(present: Iterable[str], listed: set[str], manifest: dict) ->
         if rel.split("/", 1)[0] in data_tops and rel.endswith((".rec", ".idx")):
             problems.append(Problem(rel, "is not listed in %s (left over from another run?)" % MANIFEST))
     return problems
+
+
+# ---------------------------------------------------------------- what the labels look like
+
+
+def describe_layout(flags: collections.Counter, labels: Iterable[tuple[float, ...]], spec: LabelSpec) -> str:
+    """One line on the label layout a split's records hold: scalar or vectors (of which width), as found.
+
+    ``flags``: IRHeader flag -> records (0: one scalar label; W: a vector of W labels).
+    For vectors it adds the labels per record and the number of distinct label sets;
+    a split whose records all carry the same labels is said to be so.
+    """
+    records = sum(flags.values())
+    if not records:
+        return "no records"
+    if len(flags) > 1:
+        parts = ["%d scalar" % n if flag == 0 else "%d of width %d" % (n, flag) for flag, n in sorted(flags.items())]
+        return "mixed label layouts: %s records" % ", ".join(parts)
+    (flag,) = flags
+    sets = collections.Counter(tuple(v) for v in labels)
+    if flag == 0:
+        text = "scalar labels (one class id per record; IRHeader flag 0), %d distinct class%s" % (
+            len(sets), "es" if len(sets) != 1 else "")
+    else:
+        kind = {"multi-hot": "multi-hot", "class-ids": "class-ids"}.get(spec.format, "label")
+        per = [len(spec.class_ids(v)) for v in sets] if spec.format != "single" else [flag]
+        text = "%s vectors of width %d (IRHeader flag %d), %s labels per record, %d distinct label set%s" % (
+            kind, flag, flag, "%d" % min(per) if min(per) == max(per) else "%d-%d" % (min(per), max(per)),
+            len(sets), "s" if len(sets) != 1 else "")
+    if records > 1 and len(sets) == 1:
+        (only,) = sets
+        text += "; every record has the same labels (%s): check the label file and --labels-as" % _fmt_labels(only)
+    return text
 
 
 # ---------------------------------------------------------------- the table

@@ -24,6 +24,7 @@ import uuid
 import apache_beam as beam
 
 from imgrec import findings, images, storage
+from imgrec.dataset_warnings import WarningList, empty_classes, summary_lines
 from imgrec.errors import from_json
 from imgrec.layout import WORK
 from imgrec.options import ConvertOptions
@@ -172,9 +173,11 @@ def forecast(options: ConvertOptions, dataset, scratch: str) -> str:
     if present:
         small = min(present.items(), key=lambda kv: (kv[1], kv[0]))
         large = max(present.items(), key=lambda kv: (kv[1], kv[0]))
-        lines.append("Class imbalance: largest/smallest = %.2f (%s %d / %s %d)%s" % (
-            large[1] / small[1], large[0], large[1], small[0], small[1],
-            "; %d classes have no images" % (len(classes) - len(present)) if len(present) < len(classes) else ""))
+        lines.append("Class imbalance: largest/smallest = %.2f (%s %d / %s %d)" % (
+            large[1] / small[1], large[0], large[1], small[0], small[1]))
+    # the warnings the conversion's summary would give
+    warnings = WarningList(dataset.warnings)
+    warnings.add(empty_classes(classes, {s: {classes[i]: n for (s_, i), n in per_class.items() if s_ == s} for s in splits}))
     totals = {s: SplitTotals(counts.get(("images", s, None), 0), counts.get(("input_bytes", s, None), 0)) for s in splits}
     shards = plan_shard_counts(totals, options.shard_size_mb, options.images_per_shard)
     ratio, how = 1.0, "exact record sizes of the original bytes"
@@ -195,6 +198,9 @@ def forecast(options: ConvertOptions, dataset, scratch: str) -> str:
         lines.append("Findings: " + ", ".join("%d %s" % (n, k) for k, n in sorted(shown.items())))
         for item in examples:
             lines.append("  " + json.dumps(item, ensure_ascii=False, sort_keys=True))
+    if len(warnings):
+        lines.append("")
+        lines.extend(summary_lines(warnings.to_json()))
     return "\n".join(lines) + "\n"
 
 

@@ -37,6 +37,7 @@ from imgrec.im2rec_compat import (
     labels_name,
     listing_from_paths,
     match_lists,
+    nested_label_warnings,
     shuffled,
     split_lists,
     unlistable,
@@ -210,7 +211,7 @@ def make_lists(ns: argparse.Namespace) -> int:
         if not os.path.isdir(root):
             raise UsageError("ROOT %s is not a folder" % root)
         listing = walk_local(root, ns.recursive, ns.exts)
-    for line in listing.warnings:
+    for line in listing.warnings + (nested_label_warnings(listing.label_dirs) if ns.recursive else []):
         print("warning: %s" % line, file=sys.stderr)
     if not listing.entries:
         hint = "" if ns.recursive else " (without --recursive only ROOT itself is searched)"
@@ -368,6 +369,11 @@ def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns, beam_args = parser.parse_known_args(argv)
+    if not ns.list:
+        # Importing Beam logs a GCP-only "apitools not found" warning through the root
+        # logger; imported before logging is set up, it goes to pipeline/__init__'s
+        # NullHandler instead of the terminal (list mode does not need Beam at all).
+        import apache_beam  # noqa: F401
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("apache_beam", "botocore", "urllib3", "smart_open"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -179,6 +179,7 @@ class Dataset(NamedTuple):
     root_errors: list[ErrorRecord]
     source: LabelSource | None  # a label file, or None for class folders
     folders: list[int]  # ids of the class folders to list (folder mode)
+    warnings: tuple[str, ...] = ()  # one-line warnings found before the job (manifest and summary carry them)
 
     def first_elements(self) -> int:
         """How many elements the first stage starts from (class folders, or label chunks and folders)."""
@@ -191,7 +192,7 @@ def discover(options: ConvertOptions) -> Dataset:
     """Classes and label source: folders (ids pinned by --class-map if given) or a label file."""
     if options.labels:
         source = prepare_label_source(options)
-        return Dataset(list(source.classes), [], source, [])
+        return Dataset(list(source.classes), [], source, [], source.warnings)
     dirs, root_errors = discover_classes(options)
     if options.class_map:
         classes = resolve_names({d: "as folder %s" % d for d in dirs}, load_class_map(options.class_map),
@@ -407,6 +408,7 @@ def run(argv: list[str] | None = None) -> int:
             },
             listed_classes=dataset.folders if dataset.source is None else [],
             previous=previous,
+            warnings=dataset.warnings,
         )
     except LabelFileError as exc:
         for line in exc.lines:
@@ -441,6 +443,9 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     if not ns.quiet:
         print(manifest["summary_text"], end="")
+    elif not manifest.get("nothing_new"):
+        for line in manifest.get("warnings", []):  # --quiet leaves the terminal only warnings and errors
+            print("warning: %s" % line, file=sys.stderr)
     return 0
 
 

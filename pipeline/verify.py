@@ -9,6 +9,10 @@ the class map, ids unique per split), each image decoded with OpenCV, each
 ``.idx`` line against the record it points at, the merged index, the ``.lst``
 files, and the record counts, sizes and sha256 checksums in the manifest.
 
+It prints the images per class and split, and per split the label layout
+the records hold (scalar or vectors of which width, labels per record,
+distinct label sets), so a dataset whose labels collapsed shows at a glance.
+
 Exit status: 0 when everything checks out, 1 when a problem is found (one line
 per problem on stderr: file, record, byte offset), 2 when OUT cannot be read.
 """
@@ -99,6 +103,9 @@ def run(argv: list[str] | None = None) -> int:
     if report.classes:
         print("%s: %d records in %d shards, %d classes\n" % (out, report.records, report.shards, len(report.classes)))
         print(count_table(report), end="")
+        print("\nLabels found in the records:")
+        for split in report.splits:
+            print("  %s: %s" % (split, report.layouts.get(split, "not read")))
     if report.ok:
         print("\nOK: every check passed%s." % ("" if args.decode else " (images not decoded: --no-decode)"))
         return 0

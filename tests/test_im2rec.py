@@ -80,6 +80,25 @@ def test_tutorial_commands_give_im2rec_files_byte_for_byte(tree, tmp_path):
     assert not list(mine.glob(".im2rec-work-*")), "temporary fragments left behind"
 
 
+def test_nested_label_folder_is_warned_and_no_third_party_lines_reach_the_terminal(tree, tmp_path):
+    """cat/kitten inside cat gets its own label in list mode: the files stay im2rec.py's, stderr says so."""
+    theirs, mine = tmp_path / "theirs", tmp_path / "mine"
+    theirs.mkdir(), mine.mkdir()
+    im2rec(theirs, "data", tree, "--list", "--recursive")
+    listed = ours(mine, "data", tree, "--list", "--recursive")
+    assert_same_files(files_in(theirs), files_in(mine), extra={"data_labels.txt"})
+    warnings = [l for l in listed.stderr.splitlines() if l.startswith("warning: ")]
+    assert warnings == [
+        "warning: cat/kitten holds images and gets its own label 3, apart from cat (label 2): im2rec.py labels every "
+        "folder that holds images, so each folder listed after it is numbered one higher; move its images into cat "
+        "to give them its label (the lists are written as im2rec.py writes them)"
+    ]
+    packed = ours(mine, "data", tree, "--recursive", "--pass-through")  # record mode imports Beam
+    assert (mine / "data.rec").stat().st_size > 0
+    for proc in (listed, packed):
+        assert not [l for l in proc.stderr.splitlines() if "apitools" in l or "bigquery" in l.lower()], proc.stderr
+
+
 # ---------------------------------------------------------------- list mode variants
 
 

@@ -136,7 +136,7 @@ BAD_LINES = [
     ("x.jsonl", '{"path": "a.jpg"}\n', 'line 1: expected "labels"'),
     ("x.jsonl", '{"path": "a.jpg", "labels": "x"}\n', 'line 1: "labels" must be a list'),
     ("x.jsonl", '{"path": "a.jpg", "labels": [true]}\n', "line 1: label True is not a class name or a number"),
-    ("x.manifest", '{"source-ref": "a.jpg", "c": 0}\n{"c": 1}\n', 'line 2: expected a "source-ref" string'),
+    ("x.manifest", '{"source-ref": "a.jpg", "c": 0}\n{"c": 1}\n', 'line 2: expected a "source-ref" (or "image-ref") string'),
     ("x.manifest", '{"source-ref": "a.jpg", "c": 0}\n{"source-ref": "b.jpg", "d": 1}\n', "line 2: has no 'c' attribute"),
     ("x.manifest", '{"source-ref": "a.jpg", "c": "cat"}\n', "line 1: c 'cat' is neither a class id nor a list"),
     ("x.manifest", '{"source-ref": "a.jpg", "c": 0, "d": 1}\n', "line 1: has several label attributes (c, d)"),
@@ -372,3 +372,177 @@ def test_class_map_pins_folder_ids(tmp_path):
     for line in (out / "lists" / "train.lst").read_text().splitlines():
         _, label, rel = line.split("\t")
         assert m["classes"][int(float(label))] == rel.split("/")[0]
+
+
+# ---------------------------------------------------------------- --labels-as auto never changes a file's meaning
+
+
+@pytest.mark.parametrize(
+    "text,reading,ids",
+    [
+        ("0\t1\t0\t1\ta.jpg\n1\t0\t0\t1\tb.jpg\n", "multi-hot", [(0, 2), (2,)]),  # same 3 columns, all 0/1
+        ("0\t1.000000\t0.000000\ta.jpg\n1\t0.000000\t1.000000\tb.jpg\n", "multi-hot", [(0,), (1,)]),  # %f, one-hot
+        ("0\t1\ta.jpg\n1\t0\tb.jpg\n", "class-ids", [(1,), (0,)]),  # one column: class ids
+        ("0\t1\t0\ta.jpg\n1\t1\tb.jpg\n", "class-ids", [(0, 1), (1,)]),  # widths differ
+        ("0\t1\t0\ta.jpg\n1\t2\t0\tb.jpg\n", "class-ids", [(0, 1), (0, 2)]),  # a 2
+        ("0\t1\t-1\ta.jpg\n1\t0\t1\tb.jpg\n", "class-ids", [(1,), (0, 1)]),  # padding, as class-ids output
+    ],
+    ids=["binary", "float-one-hot", "one-column", "widths-differ", "a-two", "padding"],
+)
+def test_lst_auto_reading_follows_the_rule(tmp_path, text, reading, ids):
+    s = scan(tmp_path, "x.lst", text, single_label=False)
+    assert s.spec.reading == reading
+    assert [got for _, _, got in entries(s)] == ids
+    if reading == "multi-hot":
+        assert s.width == len(text.split("\n")[0].split("\t")) - 2 and sorted(s.ids) == list(range(s.width))
+
+
+def test_lst_refusals_name_the_columns_and_the_flags(tmp_path):
+    with pytest.raises(LabelFileError) as info:  # read as multi-hot: 2 of 4 classes on line 1
+        scan(tmp_path, "m.lst", "0\t1\t0\t1\t0\ta.jpg\n1\t0\t0\t1\t0\tb.jpg\n")
+    assert info.value.lines == [
+        "%s line 1: 4 label columns, read as a multi-hot vector over 4 classes (every line has 4 columns of 0s and "
+        "1s), hold 2 labels, but the output is single-label: pass --label-format multi-hot or class-ids for "
+        "multi-label records, or --labels-as class-ids if the columns are class ids" % (tmp_path / "m.lst")]
+    with pytest.raises(LabelFileError) as info:  # the widths differ: class ids, and line 1 has two of them
+        scan(tmp_path, "c.lst", "0\t1\t0\ta.jpg\n1\t1\tb.jpg\n")
+    assert info.value.lines == [
+        "%s line 1: 2 label columns, read as class ids, give 2 labels (0, 1), but the output is single-label: pass "
+        "--label-format multi-hot or class-ids for multi-label records, or --labels-as multi-hot if the columns "
+        "are one 0/1 per class" % (tmp_path / "c.lst")]
+    with pytest.raises(LabelFileError, match=r"line 2: 3 label columns, read as multi-hot \(--labels-as multi-hot\), "
+                                             r"hold 0 labels, but the output is single-label"):
+        scan(tmp_path, "h.lst", "0\t0\t1\t0\ta.jpg\n1\t0\t0\t0\tb.jpg\n", labels_as="multi-hot")
+    with pytest.raises(LabelFileError, match=r"line 1: the label 1.5 is not a class id \(a whole number >= 0\) "
+                                             r"\(one of the line's 2 label columns"):
+        scan(tmp_path, "f.lst", "0\t1.5\t0\ta.jpg\n")
+
+
+def test_lst_read_as_class_ids_on_purpose_warns_when_it_looks_multi_hot(tmp_path):
+    s = scan(tmp_path, "m.lst", "0\t1\t0\t1\ta.jpg\n1\t0\t1\t1\tb.jpg\n", labels_as="class-ids", single_label=False)
+    assert sorted(s.ids) == [0, 1]
+    assert s.warnings == ["every line of %s has 3 label columns of 0s and 1s, read as class ids (--labels-as "
+                          "class-ids): they name only classes 0, 1; --labels-as auto reads them as a multi-hot vector "
+                          "over 3 classes" % (tmp_path / "m.lst")]
+    assert scan(tmp_path, "n.lst", "0\t1\t0\t1\ta.jpg\n", single_label=False).warnings == []
+
+
+@pytest.mark.parametrize(
+    "text,line,message",
+    [
+        ("a.jpg,3\nb.jpg,2.5\n", 2, "the label '2.5' is a number that is not a class id (a whole number >= 0), but "
+                                    "line 1 has class ids ('3')"),
+        ("a.jpg,cat\nb.jpg,3\nc.jpg,4\n", 2, "the label '3' is a class id (a whole number >= 0), but line 1 has "
+                                             "class names ('cat')"),
+        ("a.jpg,3\nb.jpg,cat\n", 2, "the label 'cat' is a class name (not a number), but line 1 has class ids ('3')"),
+        ("a.jpg,-1\nb.jpg,3\n", 1, "the label '-1' is a number that is not a class id (a whole number >= 0): pass "
+                                   "--labels-as names"),
+        ("a.jpg,cat;3\n", 1, "the label '3' is a class id (a whole number >= 0), but line 1 has class names ('cat')"),
+    ],
+    ids=["typo-among-ids", "id-among-names", "name-among-ids", "negative-first", "mixed-in-one-line"],
+)
+def test_csv_auto_refuses_a_mix_at_the_first_line_that_breaks_the_pattern(tmp_path, text, line, message):
+    with pytest.raises(LabelFileError) as info:
+        scan(tmp_path, "x.csv", text, single_label=False)
+    assert len(info.value.lines) == 1 and info.value.lines[0].startswith("%s line %d: " % (tmp_path / "x.csv", line))
+    assert message in info.value.lines[0]
+    assert "--labels-as names" in info.value.lines[0]
+
+
+def test_csv_and_jsonl_auto_readings(tmp_path):
+    assert scan(tmp_path, "a.csv", "a.jpg,3\nb.jpg,3.0\nc.jpg,03\n").spec.reading == "class-ids"
+    s = scan(tmp_path, "b.csv", "a.jpg,nan\nb.jpg,cat\n")  # 'nan' is a name, not a number
+    assert s.spec.reading == "names" and sorted(s.names) == ["cat", "nan"]
+    s = scan(tmp_path, "c.jsonl", '{"path": "a.jpg", "labels": [0, 2.0]}\n{"path": "b.jpg", "label": "1"}\n', single_label=False)
+    assert s.spec.reading == "class-ids" and sorted(s.ids) == [0, 1, 2]
+    with pytest.raises(LabelFileError, match=r"line 2: the label 0.5 is a number that is not a class id"):
+        scan(tmp_path, "d.jsonl", '{"path": "a.jpg", "label": "x"}\n{"path": "b.jpg", "label": 0.5}\n')
+    # explicit readings decide, the mix is then fine or refused per line
+    s = scan(tmp_path, "e.csv", "a.jpg,cat\nb.jpg,3\n", labels_as="names")
+    assert sorted(s.names) == ["3", "cat"]
+    with pytest.raises(LabelFileError, match="line 1: the label 'cat' is not a class id"):
+        scan(tmp_path, "f.csv", "a.jpg,cat\nb.jpg,3\n", labels_as="class-ids")
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_excel_sep_line_sets_the_delimiter_and_the_header_follows_it(tmp_path, delimiter):
+    other = "," if delimiter == ";" else ";"
+    quoted = "x/a%sb.jpg" % (delimiter if delimiter != "\t" else " ")  # a path may hold the delimiter, quoted
+    text = "sep=%s\npath%slabel\n\n\"%s\"%scat\nx/c.jpg%scat%sdog\n" % (
+        delimiter, delimiter, quoted, delimiter, delimiter, other)
+    s = scan(tmp_path, "e.csv", text, single_label=False)
+    assert s.spec.delimiter == delimiter and s.spec.header and s.spec.skip_lines == 2
+    s.spec = labels.LabelSpec(**{**s.spec.__dict__, "name_to_id": (("cat", 0), ("dog", 1))})
+    assert entries(s) == [(4, quoted, (0,)), (5, "x/c.jpg", (0, 1))]
+    # a sep= line without a header; blank lines before the header; a sep= line that is not first is data
+    s = scan(tmp_path, "n.csv", "sep=;\nx/a.jpg;cat\n")
+    assert not s.spec.header and s.spec.skip_lines == 1 and sorted(s.names) == ["cat"]
+    s = scan(tmp_path, "b.csv", "sep=,\n\n\npath,label\nx/a.jpg,cat\n")
+    assert s.spec.header and s.spec.skip_lines == 4 and sorted(s.names) == ["cat"]
+    with pytest.raises(LabelFileError, match="line 2: expected 2 comma-separated fields"):
+        scan(tmp_path, "late.csv", "x/a.jpg,cat\nsep=;\n")
+    with pytest.raises(LabelFileError, match=r"line 1: Excel's sep= line names ':'; only ',', ';', tab and '\|'"):
+        scan(tmp_path, "odd.csv", "sep=:\nx/a.jpg:cat\n")
+    with pytest.raises(LabelFileError, match=r"line 2: expected 2 fields separated by ';' as the sep= line says"):
+        scan(tmp_path, "bad.csv", "sep=;\nx/a.jpg,cat\n")
+
+
+def test_image_ref_names_the_image_and_both_refs_are_refused(tmp_path):
+    root = "s3://bkt/photos"
+    path = write(tmp_path, "guide.json", '{"image-ref": "s3://bkt/photos/a.jpg", "class": "1"}\n')
+    s = labels.scan_label_file(path, root, (".jpg",))
+    assert s.spec.format == "manifest" and s.spec.attribute == "class"
+    assert entries(s) == [(1, "a.jpg", (1,))]
+    both = '{"source-ref": "s3://bkt/photos/a.jpg", "image-ref": "s3://bkt/photos/b.jpg", "class": 0}\n'
+    with pytest.raises(LabelFileError, match='line 1: has both "source-ref" and "image-ref"'):
+        labels.scan_label_file(write(tmp_path, "both.manifest", both), root, (".jpg",))
+
+
+@pytest.mark.parametrize(
+    "path,refs_root,expected",
+    [
+        ("s3://b/img/cat/1.jpg", "s3://b/img", "cat/1.jpg"),
+        ("s3://b/img/cat/./1.jpg", "s3://b/img/", "cat/1.jpg"),
+        ("/mnt/old/cat/1.jpg", "/mnt/old", "cat/1.jpg"),
+        ("cat/1.jpg", "s3://b/img/", "cat/1.jpg"),  # a plain relative path is unaffected
+    ],
+)
+def test_refs_root_maps_references_onto_the_input(path, refs_root, expected):
+    assert safe_relpath(path, "/data/in", refs_root) == expected
+    assert safe_relpath(path, "s3://copy/in", refs_root) == expected  # onto an S3 copy too
+
+
+@pytest.mark.parametrize(
+    "path,refs_root,message",
+    [
+        ("s3://b/img/../x.jpg", "s3://b/img", "climbs out of the input root"),
+        ("s3://b/img/", "s3://b/img", "names the input root itself"),
+        ("s3://b/img2/x.jpg", "s3://b/img", "is an s3:// reference, but --input /data/in is a local folder and not "
+                                            "under --refs-root s3://b/img/"),
+        ("s3://b/img/http://x", "s3://b/img", "only s3:// references and paths are understood"),
+    ],
+)
+def test_refs_root_keeps_the_path_safety_rules(path, refs_root, message):
+    with pytest.raises(LabelLineError, match=re.escape(message)):
+        safe_relpath(path, "/data/in", refs_root)
+    with pytest.raises(LabelLineError, match=re.escape("pass --refs-root with the prefix that --input stands for")):
+        safe_relpath("s3://b/img/cat/1.jpg", "/data/in")
+
+
+def test_ground_truth_class_list_as_class_map(tmp_path):
+    doc = {"document-version": "2018-11-28", "labels": [{"label": "cat"}, {"label": "dog"}, {"label": "owl"}]}
+    assert classmap.load_class_map(write(tmp_path, "class_labels.json", json.dumps(doc))) == ["cat", "dog", "owl"]
+    for labels_, message in [
+        ([{"label": "cat"}, {"name": "dog"}], "labels[1] is {'name': 'dog'}, expected {\"label\": \"class name\"}"),
+        ([{"label": "cat"}, {"label": "cat"}], "the name 'cat' is used by ids 0 and 1"),
+        ([], "lists no classes"),
+    ]:
+        with pytest.raises(classmap.ClassMapError, match=re.escape(message)):
+            classmap.load_class_map(write(tmp_path, "bad.json", json.dumps({"labels": labels_})))
+
+
+def test_classes_named_by_metadata_count_without_an_image():
+    # Ground Truth metadata naming class 3 keeps it (and the unnamed 2) in the class map
+    assert classmap.resolve_ids({0: 1, 1: 2}, {0: "cat", 1: "dog", 3: "owl"}, None, False) == ["cat", "dog", "2", "owl"]
+    with pytest.raises(classmap.ClassMapError, match="class id 3 is not in --class-map"):
+        classmap.resolve_ids({0: 1}, {3: "owl"}, ["cat", "dog"], False)

@@ -168,6 +168,14 @@ def test_folder_classes_as_one_hot_vectors(tmp_path):
         (["--label-width", "3"], "--label-width and --label-pad shape multi-label records: give --label-format too"),
         (["--label-format", "class-ids", "--label-pad", "2"], "--label-pad 2 could be read as a class id"),
         (["--labels-as", "names"], "--labels-as describes --labels FILE, which is not given"),
+        (["--refs-root", "s3://b/img/"], "--refs-root describes --labels FILE, which is not given"),
+        (["--labels", "x.csv", "--refs-root", "s3://"], "--refs-root 's3://': give the prefix the label file's paths "
+                                                        "start with, e.g. --refs-root s3://bucket/images/"),
+        (["--labels", "x.csv", "--refs-root", "https://host/img/"], "--refs-root 'https://host/img/': only s3:// "
+                                                                    "prefixes and paths are understood"),
+        (["--labels", "x.csv", "--refs-root", str(SAMPLE.parent)], "--refs-root %s and --input %s lie one inside the "
+                                                                   "other, so a path under both could be read two ways"
+                                                                   % (SAMPLE.parent, SAMPLE)),
         (["--allow-new-classes"], "--allow-new-classes extends --class-map FILE (or an --incremental run's classes), which is not given"),
     ],
 )
@@ -176,3 +184,34 @@ def test_inconsistent_label_options_are_refused(tmp_path, args, message):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: " + message + proc.stderr.strip().splitlines()[-1].split(message, 1)[1]
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+# ---------------------------------------------------------------- image_shape against the smallest image
+
+
+@pytest.mark.parametrize(
+    "edges,color,shape,resize,small",
+    [
+        ({300: 40}, 1, "3,224,224", None, 0),  # every image is larger: no resize
+        ({300: 39, 100: 1}, 1, "3,224,224", 256, 1),  # one small image among 40: image_shape kept, resize set
+        ({150: 30}, 0, "1,150,150", None, 0),  # all images 150: image_shape follows them
+        ({300: 38, 120: 1, 100: 1}, 1, "3,120,120", 138, 1),  # 5th percentile 120: resize above it
+        ({}, 1, "3,224,224", None, 0),
+    ],
+)
+def test_image_shape_is_never_larger_than_an_image_without_resize(edges, color, shape, resize, small):
+    from imgrec.sagemaker import advise_image_shape
+
+    advice = advise_image_shape(edges, color)
+    assert (advice.image_shape, advice.resize, advice.small) == (shape, resize, small)
+    side = int(shape.split(",")[1])
+    assert (min(edges) >= side if edges else True) or advice.resize > side
+
+
+def test_channel_edges_of_a_dataset_made_before_they_were_kept_per_split():
+    from imgrec.finalize import previous_edges
+
+    assert previous_edges({"shorter_edges": {"100": 2, "300": 5}}) == ({}, {100: 2, 300: 5})
+    by_split = {"train": {"300": 3}, "test": {"100": 1}}
+    assert previous_edges({"shorter_edges": {"100": 2, "300": 5}, "shorter_edges_by_split": by_split}) == (
+        {"train": {300: 3}, "test": {100: 1}}, {100: 1, 300: 2})

@@ -356,3 +356,41 @@ def test_verify_reads_multi_label_outputs(tmp_path, label_format):
     expected = "multi-hot label holds 2.0" if label_format == "multi-hot" else "label 9 is outside the class map"
     assert expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- the label layout found
+
+
+def test_describe_layout_names_what_the_records_hold():
+    C = collections.Counter
+    multi = V.LabelSpec("multi-hot", 3)
+    assert V.describe_layout(C({0: 3}), [(1.0,), (0.0,), (1.0,)], V.LabelSpec()) == (
+        "scalar labels (one class id per record; IRHeader flag 0), 2 distinct classes")
+    assert V.describe_layout(C({3: 2}), [(1.0, 0.0, 1.0), (0.0, 1.0, 0.0)], multi) == (
+        "multi-hot vectors of width 3 (IRHeader flag 3), 1-2 labels per record, 2 distinct label sets")
+    assert V.describe_layout(C({2: 2}), [(0.0, -1.0), (1.0, 2.0)], V.LabelSpec("class-ids", 2)) == (
+        "class-ids vectors of width 2 (IRHeader flag 2), 1-2 labels per record, 2 distinct label sets")
+    assert V.describe_layout(C({2: 4}), [(1.0, 1.0)] * 4, V.LabelSpec("multi-hot", 2)) == (
+        "multi-hot vectors of width 2 (IRHeader flag 2), 2 labels per record, 1 distinct label set; every record "
+        "has the same labels (1/1): check the label file and --labels-as")
+    assert V.describe_layout(C({0: 2, 3: 1}), [(1.0,), (0.0,), (1.0, 0.0, 0.0)], multi) == (
+        "mixed label layouts: 2 scalar, 1 of width 3 records")
+    assert V.describe_layout(C(), [], multi) == "no records"
+
+
+def test_verify_prints_each_splits_label_layout_so_a_collapse_shows(good, tmp_path):
+    out, _ = good
+    proc = run_verify(out)
+    assert "Labels found in the records:" in proc.stdout
+    assert "  train: scalar labels (one class id per record; IRHeader flag 0), 5 distinct classes" in proc.stdout
+    # The dataset: a multi-hot .lst read as class ids gives two classes and [1, 1] in every record.
+    rows = ["%d\t%s\t%s\n" % (i, "\t".join("1" if k in (i % 10, (i + 3) % 10) else "0" for k in range(10)), rel)
+            for i, rel in enumerate(sorted("%s/%s" % (p.parent.name, p.name) for p in SAMPLE.glob("*/*")))]
+    (tmp_path / "hot.lst").write_text("".join(rows))
+    collapsed = tmp_path / "collapsed"
+    run_cli("--input", SAMPLE, "--labels", tmp_path / "hot.lst", "--labels-as", "class-ids", "--label-format",
+            "multi-hot", "--output", collapsed)
+    proc = run_verify(collapsed)
+    assert proc.returncode == 0
+    assert ("  train: multi-hot vectors of width 2 (IRHeader flag 2), 2 labels per record, 1 distinct label set; "
+            "every record has the same labels (1/1)") in proc.stdout

@@ -45,6 +45,7 @@ class LabelSource:
     classes: tuple[str, ...]  # names by class id
     max_labels: int
     lines: int
+    warnings: tuple[str, ...] = ()  # about the label file, for the manifest and the summary
 
 
 def prepare_label_source(options: ConvertOptions) -> LabelSource:
@@ -58,6 +59,7 @@ def prepare_label_source(options: ConvertOptions) -> LabelSource:
         attribute=options.label_attribute,
         single_label=not options.label_format,
         label_width=options.label_width if options.label_format == labels.CLASS_IDS else 0,
+        refs_root=options.refs_root,
     )
     pinned = classmap.load_class_map(options.class_map) if options.class_map else None
     where = os.path.basename(options.labels.rstrip("/"))
@@ -70,7 +72,8 @@ def prepare_label_source(options: ConvertOptions) -> LabelSource:
         spec = _with_names(spec, classes)
     dirs, files = storage.list_top(options.input)
     root_files = any(labels.has_image_ext(name, options.exts) for name in files)
-    return LabelSource(spec, tuple(scan.chunks), tuple(dirs), root_files, tuple(classes), scan.max_labels, scan.lines)
+    return LabelSource(spec, tuple(scan.chunks), tuple(dirs), root_files, tuple(classes), scan.max_labels, scan.lines,
+                       tuple(scan.warnings))
 
 
 def _with_names(spec: labels.LabelSpec, classes) -> labels.LabelSpec:
