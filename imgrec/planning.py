@@ -153,6 +153,26 @@ def assign_shard(key: int, split: str, ratios: SplitRatios, shards: int) -> int:
     return min(shards - 1, (key - lo) * shards // (hi - lo))
 
 
+def written_shards(counts: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, int]]:
+    """``(number, count)`` under which every planned shard that received images is written.
+
+    Keys are uniform, but a split planned with nearly as many shards as images
+    (``--images-per-shard 1``, or a few large images) leaves some shard ranges
+    without a key. Such a shard is not written: the others keep their planned
+    order and are numbered densely, and the count in their names is how many
+    there are. When no shard is empty this is the plan itself, name for name.
+    """
+    planned: dict[str, list[int]] = {}
+    for split, shard in sorted(counts, key=lambda k: (SPLITS.index(k[0]), k[1])):
+        if counts[(split, shard)] > 0:
+            planned.setdefault(split, []).append(shard)
+    return {
+        (split, shard): (number, len(shards))
+        for split, shards in planned.items()
+        for number, shard in enumerate(shards)
+    }
+
+
 def shard_bases(counts: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """The first record id of every shard: ids run 0..n-1 through each split in shard order."""
     bases: dict[tuple[str, int], int] = {}

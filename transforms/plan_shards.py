@@ -3,8 +3,10 @@
 Only metadata crosses this stage's shuffles, and only in batches (lists of
 refs), so a runner's per-element costs are paid per batch, not per image:
 per-split totals decide the shard count, an image's key decides its shard,
-per-shard counts decide the ids. The plan is also written to
-``_work/plan.json`` so the finaliser knows exactly which shards must exist.
+per-shard counts decide the ids and the written shards (a planned shard that
+received no image is not written; the others are numbered densely). The plan
+is also written to ``_work/plan.json`` so the finaliser knows exactly which
+shards must exist.
 
 No side inputs: the global facts (shard counts, first ids) reach the refs
 through joins, i.e. a Flatten of tagged elements and a GroupByKey. Beam's
@@ -21,7 +23,15 @@ import apache_beam as beam
 
 from imgrec import s3, storage
 from imgrec.layout import WORK
-from imgrec.planning import BATCH_REFS, RefBatch, SplitTotals, assign_shard, plan_shard_counts, shard_bases
+from imgrec.planning import (
+    BATCH_REFS,
+    RefBatch,
+    SplitTotals,
+    assign_shard,
+    plan_shard_counts,
+    shard_bases,
+    written_shards,
+)
 
 PLAN = WORK + "/plan.json"
 
@@ -112,7 +122,7 @@ def _plan_document(counts: dict, totals: dict) -> dict:
 
 
 def _write_plan_and_bases(per_shard, output, s3_settings=None, first_ids=None):
-    # {(split, shard, shards): (records, bytes)} -> ((split, shard, shards), (_FACT, first id))
+    # {(split, shard, shards): (records, bytes)} -> ((split, shard, shards), (_FACT, (first id, written key)))
     if s3_settings is not None:  # this runs in a worker: Beam's --s3_* options do not reach it
         s3.configure(s3_settings)
     counts, totals = {}, {}
@@ -120,20 +130,25 @@ def _write_plan_and_bases(per_shard, output, s3_settings=None, first_ids=None):
         counts[key] = records
         split_records, split_bytes = totals.get(key[0], (0, 0))
         totals[key[0]] = (split_records + records, split_bytes + size)
-    storage.write_text(storage.join(output, PLAN), json.dumps(_plan_document(counts, totals), sort_keys=True))
+    # a planned shard that received no image is not written: the others are numbered densely
+    written = written_shards({(split, shard): n for (split, shard, _), n in counts.items()})
+    written_counts = {(split, *written[(split, shard)]): n for (split, shard, _), n in counts.items()}
+    storage.write_text(storage.join(output, PLAN), json.dumps(_plan_document(written_counts, totals), sort_keys=True))
     bases = shard_bases({(split, shard): n for (split, shard, _), n in counts.items()})
     for split, shard, shards in sorted(counts):
         # an --incremental run continues each split's ids after the ones already used
-        yield (split, shard, shards), (_FACT, bases[(split, shard)] + (first_ids or {}).get(split, 0))
+        first_id = bases[(split, shard)] + (first_ids or {}).get(split, 0)
+        yield (split, shard, shards), (_FACT, (first_id, (split, *written[(split, shard)])))
 
 
 def _with_first_id(element):
-    # ((split, shard, shards), [(_FACT, first id), (_REF, [ImageRef]), ...]) -> (key, first id, [ImageRef])
+    # ((split, shard, shards), [(_FACT, (first id, written key)), (_REF, [ImageRef]), ...])
+    # -> ((split, written shard, written shards), first id, [ImageRef])
     key, tagged = element
     first_id, refs = None, RefBatch()
     for tag, value in tagged:
         if tag == _FACT:
-            first_id = value
+            first_id, key = value
         else:
             refs.extend(value)
     return key, first_id, refs
