@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from imgrec import storage
-from imgrec.layout import CLASSES_JSON, MANIFEST
+from imgrec.layout import CLASSES_JSON, INCREMENT_SUFFIX, MANIFEST
 
 
 class IncrementalError(ValueError):
@@ -37,7 +37,7 @@ class Previous:
 
 
 def batch_name(name: str, batch: int) -> str:
-    return "%s-inc%04d" % (name, batch)
+    return name + INCREMENT_SUFFIX % batch
 
 
 def load_previous(output: str, identity: dict) -> Previous | None:
