@@ -187,12 +187,15 @@ def ownership(out: str, name: str) -> Ownership:
 def dataset_files(manifest: dict) -> set[str]:
     """The data files a manifest names: shards, their indexes, lists, merged indexes and single files."""
     files = set()
-    for doc in manifest.get("splits", {}).values():
-        for s in doc.get("shards", ()):
-            files.update((s["rec"], s["idx"]))
-        files.update(doc[k] for k in ("lst", "merged_idx") if doc.get(k))
-        if doc.get("single_file"):
-            files.update((doc["single_file"]["rec"], doc["single_file"]["idx"]))
+    try:
+        for doc in manifest.get("splits", {}).values():
+            for s in doc.get("shards", ()):
+                files.update((s["rec"], s["idx"]))
+            files.update(doc[k] for k in ("lst", "merged_idx") if doc.get(k))
+            if doc.get("single_file"):
+                files.update((doc["single_file"]["rec"], doc["single_file"]["idx"]))
+    except (AttributeError, KeyError, TypeError):  # not a manifest of this tool's
+        return set()
     return files
 
 
@@ -225,8 +228,8 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
                 "%s already holds a different dataset (made from %s with other options); "
                 "pass --overwrite to replace it, or choose another --output" % (out, old.get("input", "unknown input"))
             )
-        # its files must go once the new dataset is complete, whatever it names differently
-        _record_replaced(out, dataset_files(old) if isinstance(old, dict) else set())
+        if mark is not None:  # our dataset: its files go once the new one is complete, whatever it names
+            _record_replaced(out, dataset_files(old))
         storage.delete(manifest_uri)
     elif previous is None and existing and mark is None and not options.overwrite:
         raise OutputError(
@@ -234,8 +237,13 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
             "pass --overwrite to write into it, or choose an empty --output" % (out, len(existing), existing[0])
         )
     if mark is None:
-        # Everything already here belongs to someone else: never removed, never replaced by name.
-        doc = {"written_by": "imgrec-beam", **({"foreign": existing} if existing else {})}
+        # What is already here belongs to someone else and is never removed; only the dataset an
+        # --incremental run adds to is this tool's (whoever removed the mark).
+        ours = set()
+        if previous is not None:
+            ours = dataset_files(previous.manifest) | {r for r in existing if untemp(r) in ROOT_FILES or in_work(r)}
+        foreign = [rel for rel in existing if rel not in ours]
+        doc = {"written_by": "imgrec-beam", **({"foreign": foreign} if foreign else {})}
         storage.write_text(storage.join(out, OWNER_MARK), json.dumps(doc, ensure_ascii=False) + "\n")
     owner = ownership(out, options.name)
     for rel in existing:
@@ -243,15 +251,16 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
             continue
         if untemp(rel) != rel:
             storage.delete(storage.join(out, rel))  # a file a crashed run was writing
-        elif in_work(rel) and not options.resume and not rel.startswith(REPLACED):
+        elif in_work(rel) and not options.resume and rel != REPLACED:
             storage.delete(storage.join(out, rel))
     if previous is not None and not options.resume:
         _remove_stale(out, owner, dataset_files(previous.manifest))
-    foreign = sorted(rel for rel in existing if rel in owner.foreign and is_data_folder(rel))
+    foreign = [rel for rel in existing if is_data_folder(rel) and not owner.owns(rel)]
     if foreign:
         LOG.warning(
-            "%d files in %s's data folders were not written by this tool and are left as they are (e.g. %s): "
-            "a reader given one of those folders sees them too", len(foreign), out, foreign[0],
+            "%d file(s) in the data folders of %s were not written by this tool and are left as they are "
+            "(e.g. %s): a reader given one of those folders (a SageMaker channel) sees them too",
+            len(foreign), out, foreign[0],
         )
 
 
