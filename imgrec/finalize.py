@@ -35,6 +35,7 @@ there, and anything else a user puts beside its files, stay.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -108,8 +109,10 @@ def journal_uploads(options: ConvertOptions) -> ConvertOptions:
 _SPLIT = "(?:%s)" % "|".join(SPLITS)
 _STATE = r"(?:-inc\d{4,})?"
 _TEMP = re.compile(r"^(.*/)?\.([^/]+)%s[0-9a-f]{12}$" % re.escape(storage.TMP_MARK))
+_DATA_FOLDERS = frozenset(SPLITS) | {"idx", "lists", SINGLE}
 
 
+@functools.lru_cache(maxsize=8)
 def _data_name_pattern(name: str) -> re.Pattern:
     """The relative paths of the data files this tool writes with ``--name name``, in any increment."""
     shard = r"%s%s-\d{5,}-of-\d{5,}" % (re.escape(name), _STATE)
@@ -140,7 +143,7 @@ def in_work(rel: str) -> bool:
 
 def is_data_folder(rel: str) -> bool:
     """Whether ``rel`` lies in a folder that readers (SageMaker channels, DALI, im2rec users) are given."""
-    return rel.split("/", 1)[0] in set(SPLITS) | {"idx", "lists", SINGLE}
+    return rel.split("/", 1)[0] in _DATA_FOLDERS
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ def ownership(out: str, name: str) -> Ownership:
     mark = _read_mark(out) or {}
     try:
         replaced = json.loads(storage.read_text(storage.join(out, REPLACED))).get("files", [])
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError, AttributeError):  # none (or unreadable): names nothing
         replaced = []
     return Ownership(name, frozenset(mark.get("foreign", ())), frozenset(replaced))
 
