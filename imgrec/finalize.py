@@ -549,8 +549,8 @@ def _nothing_new(options, previous, root_errors, errors, shard_records) -> dict:
             errors.extend(from_json(e) for e in rec["errors"])
             storage.delete(storage.join(out, rec["rec"]))
             storage.delete(storage.join(out, rec["idx"]))
-    # with --resume, files of an increment that crashed before its commit were kept for reuse
-    _remove_stale(out, ownership(out, options.name), dataset_files(previous.manifest))
+    if options.resume:  # files of an increment killed before its commit were kept for reuse: none was new
+        _remove_stale(out, ownership(out, options.name), dataset_files(previous.manifest))
     errors.sort(key=lambda e: (e.path, e.stage, e.reason))
     text = to_jsonl(errors)
     errors_uri = storage.join(out, ERRORS)
