@@ -98,7 +98,7 @@ def dataset_identity(options: ConvertOptions) -> dict[str, Any]:
 
 def journal_uploads(options: ConvertOptions) -> ConvertOptions:
     """The options with every multipart upload to an s3:// output recorded under its ``_work/uploads/``."""
-    if not storage.is_s3(options.output):
+    if not options.output or not storage.is_s3(options.output):  # --dry-run needs no --output
         return options
     s3 = dataclasses.replace(options.s3, upload_journal=storage.join(options.output, UPLOADS))
     return dataclasses.replace(options, s3=s3)
