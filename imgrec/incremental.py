@@ -2,7 +2,10 @@
 
 The previous manifest fixes the class map, the ids already used per split
 and the number of earlier increments; the new shards of increment N are named
-``NAME-incNNNN-00000-of-0000M.rec`` so they never collide with existing ones.
+``NAME-incNNNN-00000-of-0000M.rec`` so they never collide with existing ones,
+and the dataset's lists and merged indexes after it ``lists/SPLIT-incNNNN.lst``
+and ``idx/SPLIT-merged-incNNNN.idx``, so the previous manifest's stay as they
+are until the new manifest replaces it (the commit: see ``imgrec.finalize``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from imgrec import storage
-from imgrec.layout import CLASSES_JSON, MANIFEST
+from imgrec.layout import CLASSES_JSON, INCREMENT_SUFFIX, MANIFEST
 
 
 class IncrementalError(ValueError):
@@ -37,7 +40,7 @@ class Previous:
 
 
 def batch_name(name: str, batch: int) -> str:
-    return "%s-inc%04d" % (name, batch)
+    return name + INCREMENT_SUFFIX % batch
 
 
 def load_previous(output: str, identity: dict) -> Previous | None:

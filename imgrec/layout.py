@@ -5,6 +5,7 @@
     OUT/idx/train/data-00000-of-00004.idx    (or beside the .rec with --idx-beside-rec)
     OUT/idx/train-merged.idx                 one index over all shards, for DALI
     OUT/lists/train.lst                      im2rec-compatible list
+    (after --incremental run N: OUT/idx/train-merged-incNNNN.idx and OUT/lists/train-incNNNN.lst, see finalize)
     OUT/classes.json, OUT/labels.txt         the class map
     OUT/errors.jsonl                         every skipped input and why
     OUT/manifest.json                        written last: its presence means complete
@@ -31,12 +32,20 @@ REPORT = "report.jsonl"
 SAGEMAKER = "sagemaker.json"
 SINGLE = "single"
 WORK = "_work"
+# What the files of --incremental run N carry in their names (shards: data-inc0001-00000-of-00002.rec).
+INCREMENT_SUFFIX = "-inc%04d"
 
 
 @dataclass(frozen=True)
 class Layout:
     name: str = "data"
     idx_beside_rec: bool = False
+    # --incremental run N > 0 writes its lists and merged indexes under names of their own, so the
+    # manifest of run N-1 keeps pointing at files that do not change until it is replaced
+    increment: int = 0
+
+    def _state(self) -> str:
+        return INCREMENT_SUFFIX % self.increment if self.increment else ""
 
     def rec(self, split: str, shard: int, shards: int) -> str:
         return "%s/%s" % (split, shard_name(self.name, shard, shards, "rec"))
@@ -46,7 +55,7 @@ class Layout:
         return "%s/%s" % (folder, shard_name(self.name, shard, shards, "idx"))
 
     def merged_idx(self, split: str) -> str:
-        return "idx/%s-merged.idx" % split
+        return "idx/%s-merged%s.idx" % (split, self._state())
 
     def single_rec(self, split: str) -> str:
         return "%s/%s/%s.rec" % (SINGLE, split, self.name)
@@ -56,7 +65,7 @@ class Layout:
         return "%s/%s.idx" % (folder, self.name)
 
     def lst(self, split: str) -> str:
-        return "lists/%s.lst" % split
+        return "lists/%s%s.lst" % (split, self._state())
 
     def shard_record(self, split: str, shard: int, shards: int) -> str:
         return "%s/shards/%s-%s" % (WORK, split, shard_name(self.name, shard, shards, "json"))

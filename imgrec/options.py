@@ -321,6 +321,9 @@ class S3Settings:
     sse: str = ""  # "", "AES256" or "aws:kms"
     sse_kms_key_id: str = ""
     requester_pays: bool = False
+    # s3:// prefix where every multipart upload is recorded while it is open (the output's _work/uploads/,
+    # set by the launcher), so that a later run can abort what a killed one left; "" records nothing
+    upload_journal: str = ""
 
 
 @dataclass(frozen=True)

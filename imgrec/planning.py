@@ -23,7 +23,9 @@ class ImageRef(NamedTuple):
     """One input image as it flows through the pipeline: metadata only, never pixels.
 
     ``key`` is the salted 64-bit hash of ``relpath``; it decides the split, the
-    shard and the order of records inside a shard.
+    shard and the order of records inside a shard. ``version`` is what the
+    listing knows of the file's content (``storage.FileEntry.version``): it
+    goes into the digest that ``--resume`` compares, never into the output.
     """
 
     relpath: str
@@ -31,6 +33,7 @@ class ImageRef(NamedTuple):
     label: int
     split: str
     key: int
+    version: str = ""
 
 
 # Refs travel between stages in lists of up to this many (about 100 bytes each when

@@ -15,20 +15,28 @@ as a per-file problem.
 
 Writes are atomic: small objects are one PUT, larger ones a smart_open
 multipart upload that is completed on success and aborted on any error, so
-no partly written object ever appears under its final name.
+no partly written object ever appears under its final name. A process that is
+killed cannot abort, and S3 keeps (and bills) the parts of an upload nobody
+completes: so while an upload is open, its id is recorded under the job's
+``S3Settings.upload_journal`` (``OUT/_work/uploads/``), and the next run into
+that output aborts the recorded uploads (``abort_recorded_uploads``), and no
+other upload.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import random
 import threading
 import time
+import uuid
 from typing import Any, Callable, Iterator
 
+from imgrec import crashpoints
 from imgrec.options import S3Settings
 from imgrec.storage import FileEntry, StorageError
 
@@ -277,7 +285,8 @@ def walk_files(uri: str) -> Iterator[FileEntry]:
                     rel, obj.get("Size", 0), "bad_key", "object key has an empty, '.' or '..' path component"
                 )
                 continue
-            yield FileEntry(rel, obj.get("Size", 0))
+            # the ETag changes whenever the content does: --resume redoes a shard whose inputs changed
+            yield FileEntry(rel, obj.get("Size", 0), version=obj.get("ETag", "").strip('"'))
 
 
 # ---------------------------------------------------------------- reading
@@ -367,6 +376,7 @@ class _ObjectWriter(io.RawIOBase):
         self._key = key
         self._buffer = io.BytesIO()
         self._upload = None  # smart_open.s3.MultipartWriter once the object outgrows one part
+        self._record = None  # where the open upload is recorded (upload journal), if it is
         self._size = 0
 
     def writable(self) -> bool:
@@ -402,8 +412,11 @@ class _ObjectWriter(io.RawIOBase):
             client=client(),
             client_kwargs=args,
         )
+        # smart_open keeps the id of the upload it created here; recorded before any part is sent
+        self._record = record_upload(self._bucket, self._key, getattr(self._upload, "_upload_id", None))
         self._guarded(self._upload.write, self._buffer.getbuffer())
         self._buffer = io.BytesIO()
+        crashpoints.reached("multipart-part-sent")
 
     def _guarded(self, fn, *args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -424,6 +437,7 @@ class _ObjectWriter(io.RawIOBase):
     def commit(self) -> None:
         if self._upload is not None:
             self._guarded(self._upload.close)
+            forget_upload(self._record)
         else:
             _call(
                 "write",
@@ -447,12 +461,71 @@ class _ObjectWriter(io.RawIOBase):
             upload.terminate()
         except Exception as exc:  # noqa: BLE001 - the original error matters more; keep it propagating
             LOG.warning(
-                "could not abort the multipart upload of s3://%s/%s (%s); no object was created, and a "
-                "lifecycle rule for incomplete multipart uploads removes its parts",
+                "could not abort the multipart upload of s3://%s/%s (%s); no object was created, and the "
+                "next run into this output aborts it",
                 self._bucket,
                 self._key,
                 _one_line(exc),
             )
+            return  # still recorded: the next run aborts it
+        with contextlib.suppress(StorageError, OSError):  # the original error matters more; a stale record is harmless
+            forget_upload(self._record)
+
+
+def record_upload(bucket: str, key: str, upload_id: str | None) -> str | None:
+    """Record an open multipart upload under the upload journal; returns the record's URI (None: not recorded)."""
+    journal = _settings.upload_journal
+    if not journal or not upload_id:
+        return None
+    record = journal.rstrip("/") + "/" + uuid.uuid4().hex + ".json"
+    record_bucket, record_key = split_uri(record)
+    body = json.dumps({"bucket": bucket, "key": key, "upload_id": upload_id}).encode()
+    _call("write", record_bucket, record_key, client().put_object, Bucket=record_bucket, Key=record_key, Body=body,
+          **_encryption(), **_payer())
+    return record
+
+
+def forget_upload(record: str | None) -> None:
+    """The recorded upload was completed or aborted: drop its record."""
+    if record:
+        delete(record)
+
+
+def abort_recorded_uploads(journal: str) -> int:
+    """Abort every multipart upload recorded under ``journal`` (left by killed processes); returns how many.
+
+    Only uploads this tool recorded are touched, by their id: never another
+    writer's upload under the same prefix. An upload that was completed or
+    aborted after all (its record outlived it) is simply forgotten.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_uri(journal)
+    aborted = 0
+    for page in _pages(bucket, _folder_prefix(key)):
+        for obj in page.get("Contents", ()):
+            record = "s3://%s/%s" % (bucket, obj["Key"])
+            try:
+                doc = json.loads(read_bytes(record))
+                target_bucket, target_key, upload_id = doc["bucket"], doc["key"], doc["upload_id"]
+            except FileNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError):
+                LOG.warning("ignoring %s: not an upload record", record)
+                delete(record)
+                continue
+            try:
+                client().abort_multipart_upload(Bucket=target_bucket, Key=target_key, UploadId=upload_id, **_payer())
+                aborted += 1
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) not in ("NoSuchUpload", "404"):
+                    raise storage_error(exc, "write", target_bucket, target_key) from None
+            except BotoCoreError as exc:
+                raise storage_error(exc, "write", target_bucket, target_key) from None
+            delete(record)
+    if aborted:
+        LOG.info("aborted %d multipart upload(s) that an earlier, killed run left open under s3://%s/", aborted, bucket)
+    return aborted
 
 
 @contextlib.contextmanager
@@ -541,6 +614,7 @@ def concatenate(dest: str, sources: list[tuple[str, int]]) -> None:
         return
     upload = _call("write", bucket, key, client().create_multipart_upload, Bucket=bucket, Key=key,
                    **_encryption(), **_payer())["UploadId"]
+    record = record_upload(bucket, key, upload)
     done = []
     try:
         for number, ranges in enumerate(parts, 1):
@@ -561,8 +635,12 @@ def concatenate(dest: str, sources: list[tuple[str, int]]) -> None:
         try:
             client().abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, **_payer())
         except Exception as exc:  # noqa: BLE001 - the original error matters more; keep it propagating
-            LOG.warning("could not abort the multipart upload of %s (%s)", dest, _one_line(exc))
+            LOG.warning("could not abort the multipart upload of %s (%s); the next run aborts it", dest, _one_line(exc))
+        else:
+            with contextlib.suppress(StorageError, OSError):  # the original error matters more
+                forget_upload(record)
         raise
+    forget_upload(record)
 
 
 def _copy_part(bucket, key, upload, number, src_bucket, src_key, start, end) -> dict:

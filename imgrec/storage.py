@@ -41,6 +41,12 @@ class FileEntry(NamedTuple):
     size: int
     error: str = ""  # reason tag when the entry cannot be read (broken_symlink, ...)
     detail: str = ""
+    version: str = ""  # changes when the content may have changed (``file_version``; S3: the ETag)
+
+
+def file_version(st: os.stat_result) -> str:
+    """A local file's version for ``--resume``: its modification time in nanoseconds (the size is kept beside it)."""
+    return "%d" % st.st_mtime_ns
 
 
 def is_s3(uri: str) -> bool:
@@ -130,7 +136,7 @@ def _walk_local(root: str, rel: str, seen: set) -> Iterator[FileEntry]:
                 yield from _walk_local(root, child, seen)
                 continue
             st = entry.stat()
-            yield FileEntry(child, st.st_size)
+            yield FileEntry(child, st.st_size, version=file_version(st))
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 yield FileEntry(child, 0, "symlink_loop", "symbolic link loop")

@@ -37,8 +37,10 @@ from imgrec.finalize import (
     TooManyErrorsError,
     dataset_identity,
     finalize,
+    journal_uploads,
     layout_for,
     prepare_output,
+    restore_committed,
 )
 from imgrec.incremental import IncrementalError, class_map_uri, load_previous
 from imgrec.layout import MANIFEST
@@ -368,10 +370,13 @@ def run(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_HideStorageErrorTracebacks())
     started = STARTED
+    options = journal_uploads(options)
     try:
         s3.configure(options.s3)
         storage.set_fsync(options.fsync)
         incremental = options.incremental and storage.exists(storage.join(options.output, MANIFEST))
+        if incremental and not options.dry_run:
+            restore_committed(options.output)  # an increment that crashed before its commit may have rewritten them
         if incremental and not options.class_map:
             # the dataset's class map stays fixed: new classes only with --allow-new-classes
             options = dataclasses.replace(options, class_map=class_map_uri(options.output))

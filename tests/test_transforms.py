@@ -43,9 +43,11 @@ def tree(tmp_path):
     return root, files
 
 
-def expected_ref(rel, size, label):
+def expected_ref(rel, size, label, root=None):
+    """The ref of an image; listed from ``root``, it carries the file's version (its modification time)."""
     key = planning.image_key(rel, "0")
-    return ImageRef(rel, size, label, planning.assign_split(key, RATIOS), key)
+    version = "%d" % (root / rel).stat().st_mtime_ns if root else ""
+    return ImageRef(rel, size, label, planning.assign_split(key, RATIOS), key, version)
 
 
 def test_list_images_labels_by_top_folder_and_records_errors(tree, tmp_path):
@@ -60,9 +62,9 @@ def test_list_images_labels_by_top_folder_and_records_errors(tree, tmp_path):
             refs,
             equal_to(
                 [
-                    expected_ref("cat/a.jpg", len(files["cat/a.jpg"]), 0),
-                    expected_ref("cat/deep/b.JPG", len(files["cat/deep/b.JPG"]), 0),
-                    expected_ref("dog/c.png", len(files["dog/c.png"]), 1),
+                    expected_ref("cat/a.jpg", len(files["cat/a.jpg"]), 0, root),
+                    expected_ref("cat/deep/b.JPG", len(files["cat/deep/b.JPG"]), 0, root),
+                    expected_ref("dog/c.png", len(files["dog/c.png"]), 1, root),
                 ]
             ),
         )

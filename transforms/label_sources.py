@@ -116,7 +116,8 @@ def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
         try:
             if entry.is_dir():
                 continue
-            out.append(storage.FileEntry(entry.name, entry.stat().st_size))
+            st = entry.stat()
+            out.append(storage.FileEntry(entry.name, st.st_size, version=storage.file_version(st)))
         except OSError:
             out.append(storage.FileEntry(entry.name, 0, "broken_symlink", "symbolic link to a missing file"))
     return out
@@ -134,10 +135,10 @@ class _ListFolderFn(beam.DoFn):
 
     def process(self, folder):
         # folder: a top-level folder name, or "" for the files directly in --input
-        # -> (relpath, (_FILE, size)) | (relpath, (_BAD, error json))
+        # -> (relpath, (_FILE, (size, version))) | (relpath, (_BAD, error json))
         if folder:
             entries = (
-                storage.FileEntry(folder + "/" + e.relpath if e.relpath else folder, e.size, e.error, e.detail)
+                e._replace(relpath=folder + "/" + e.relpath if e.relpath else folder)
                 for e in storage.walk_files(storage.join(self._input, folder))
             )
         else:
@@ -147,7 +148,7 @@ class _ListFolderFn(beam.DoFn):
             verdict = classify_entry(entry, self._exts)
             if verdict is True:
                 self._listed.inc()
-                yield findings.MAIN, (entry.relpath, (_FILE, entry.size))
+                yield findings.MAIN, (entry.relpath, (_FILE, (entry.size, entry.version)))
             elif verdict is False:
                 ignored += 1
             else:
@@ -158,14 +159,14 @@ class _ListFolderFn(beam.DoFn):
 
 def resolve_path(element, label_file: str, ratios, seed: str, single_label: bool):
     """The ImageRef (or findings) of one path, from everything known about it."""
-    # element: (relpath, [(_ENTRY, (line, ids)) | (_FILE, size) | (_BAD, error json)])
+    # element: (relpath, [(_ENTRY, (line, ids)) | (_FILE, (size, version)) | (_BAD, error json)])
     relpath, tagged = element
-    entries, size, bad = [], None, None
+    entries, size, version, bad = [], None, "", None
     for tag, value in tagged:
         if tag == _ENTRY:
             entries.append(value)
         elif tag == _FILE:
-            size = value
+            size, version = value
         else:
             bad = value
     if not entries:
@@ -193,7 +194,7 @@ def resolve_path(element, label_file: str, ratios, seed: str, single_label: bool
     key = image_key(relpath, seed)
     label = ids[0] if single_label else tuple(ids)
     yield (findings.FOUND, (findings.LABELLED, 1, None))
-    yield findings.MAIN, ImageRef(relpath, size, label, assign_split(key, ratios), key)
+    yield findings.MAIN, ImageRef(relpath, size, label, assign_split(key, ratios), key, version)
 
 
 class LabelSources(beam.PTransform):
@@ -216,7 +217,7 @@ class LabelSources(beam.PTransform):
             | "UnkeyChunks" >> beam.FlatMap(lambda kv: kv[1])
             | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, options.s3))
         )
-        # (MAIN, (relpath, (_FILE, size) | (_BAD, error))) | (FOUND, finding)
+        # (MAIN, (relpath, (_FILE, (size, version)) | (_BAD, error))) | (FOUND, finding)
         listed = (
             pbegin
             | "Folders" >> beam.Create(list(enumerate(folders)))

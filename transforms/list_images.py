@@ -56,7 +56,7 @@ def list_class(
         verdict = classify_entry(entry, exts)
         if verdict is True:
             key = image_key(rel, seed)
-            refs.append(ImageRef(rel, entry.size, class_index, assign_split(key, ratios), key))
+            refs.append(ImageRef(rel, entry.size, class_index, assign_split(key, ratios), key, entry.version))
         elif verdict is False:
             ignored += 1
         else:

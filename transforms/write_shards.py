@@ -73,11 +73,14 @@ def format_lst_line(record_id: int, label, relpath: str) -> str:
 
 
 def shard_digest(refs, first_id: int, options: ConvertOptions) -> str:
-    """What a shard was made from: its images (in order), its first id and the options that shape bytes."""
+    """What a shard was made from: its images (in order, each with its size and listed version), its first id
+    and the options that shape bytes. An input changed in place since the shard was written (same size, a new
+    modification time or ETag) gives another digest, so ``--resume`` writes the shard again."""
     h = hashlib.sha256(json.dumps(options.fingerprint_fields(), sort_keys=True, default=str).encode())
     h.update(b"first_id=%d\n" % first_id)
     for ref in refs:
-        h.update(("%s\0%d\0%r\0%d\n" % (ref.relpath, ref.size, ref.label, ref.key)).encode("utf-8", "surrogateescape"))
+        line = "%s\0%d\0%r\0%d\0%s\n" % (ref.relpath, ref.size, ref.label, ref.key, ref.version)
+        h.update(line.encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -169,8 +172,9 @@ def write_shard(
 def completed_record(out: str, record_uri: str, digest: str) -> dict | None:
     """A shard's completion record when the shard on storage is complete and unchanged (``--resume``).
 
-    Kept only when the record was made from the same images and options and the
-    ``.rec`` still hashes to the recorded sha256 and its ``.idx`` exists.
+    Kept only when the record was made from the same images (same sizes and
+    versions: unchanged since) and options, and the ``.rec`` still hashes to the
+    recorded sha256 and its ``.idx`` exists.
     """
     try:
         record = json.loads(storage.read_text(record_uri))
