@@ -104,8 +104,11 @@ def finalize(
     extra: dict,
     listed_classes: list[int] | None = None,
     previous: Previous | None = None,
+    warnings: list[str] | None = None,
 ) -> dict:
     """Assemble the output; ``listed_classes`` are the class folders listed (default: every class).
+
+    ``warnings``: lines for the manifest's ``warnings`` and the summary's ``Warnings:``.
 
     With ``previous`` (``--incremental``) the new shards are added to that dataset; when
     there is nothing new to add, nothing in the output is touched.
@@ -222,6 +225,7 @@ def finalize(
         "increments": previous.batch if previous else 0,
         "identity": dataset_identity(options),
         "options": options.to_json(),
+        "warnings": list(warnings or []),
         **extra,
     }
     _remove_stale(out, layout, splits_doc)

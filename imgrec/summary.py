@@ -52,6 +52,10 @@ def render_summary(m: dict) -> str:
         lines.append("No inputs skipped.")
     if m.get("ignored_non_image_files"):
         lines.append("%d files without an image extension were ignored." % m["ignored_non_image_files"])
+    if m.get("warnings"):
+        lines.append("")
+        lines.append("Warnings:")
+        lines.extend("  " + w for w in m["warnings"])
     lines.append("")
     out = m.get("output", "OUT")
     lines.append("Next:")

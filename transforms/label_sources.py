@@ -28,6 +28,7 @@ from apache_beam.metrics import Metrics
 from imgrec import classmap, findings, labels, s3, storage
 from imgrec.options import ConvertOptions
 from imgrec.planning import ImageRef, assign_split, image_key
+from imgrec.finalize import OWNER_MARK
 from transforms.list_images import classify_entry
 
 # Tags of the values that meet at a path.
@@ -135,7 +136,7 @@ class _ListFolderFn(beam.DoFn):
         if folder:
             entries = (
                 storage.FileEntry(folder + "/" + e.relpath if e.relpath else folder, e.size, e.error, e.detail)
-                for e in storage.walk_files(storage.join(self._input, folder))
+                for e in storage.walk_files(storage.join(self._input, folder), self._input, OWNER_MARK)
             )
         else:
             entries = list_root_files(self._input, self._exts)
