@@ -173,9 +173,13 @@ def test_folder_links_never_list_a_folder_twice_or_under_another_class(tmp_path)
     assert "'sub'" in errors["cat/again"]["detail"]
 
 
-@pytest.mark.parametrize("target", ["/sys/devices/system/cpu", "/sys/class/net"])
+@pytest.mark.parametrize("target", ["/sys/devices/system/cpu", "/sys/bus"])
 def test_a_link_into_sys_ends_and_is_reported(tmp_path, target):
-    """sysfs is full of links whose cycles do not pass through a parent of the folder listed."""
+    """sysfs is full of links whose cycles do not pass through a parent of the folder listed.
+
+    Listed by path, /sys/devices/system/cpu of a small machine gives two million entries
+    (more with more CPUs) and /sys/bus does not end; each folder listed once, a few thousand.
+    """
     if not os.path.isdir(target):
         pytest.skip("%s is not there" % target)
     root = two_classes(tmp_path / "in")
@@ -185,10 +189,12 @@ def test_a_link_into_sys_ends_and_is_reported(tmp_path, target):
     assert proc.returncode == 0, proc.stderr
     assert sorted(labels_by_path(out)) == sorted(str(p.relative_to(root)) for p in root.glob("*/*.jpg"))
     errors = errors_of(out)
-    assert errors, "the links that lead back are reported"
     assert all(p.startswith("cat/sys/") and e["reason"] in ("symlink_loop", "repeated_folder", "unreadable")
                for p, e in errors.items()), errors
     assert any(e["reason"] in ("symlink_loop", "repeated_folder") for e in errors.values())
+    # every folder was listed once: no two folders the errors were found in are the same folder
+    folders = {os.path.dirname(p) for p in errors}
+    assert len({os.path.realpath(root / f) for f in folders}) == len(folders)
 
 
 def test_walk_of_a_tree_deeper_than_the_bound_is_reported(tmp_path):
