@@ -263,9 +263,13 @@ def options_markdown() -> str:
 
 def load_config(path: str) -> tuple[dict[str, Any], list[str]]:
     """Option values and Beam pipeline flags from a YAML config file."""
+    import stat
+
     import yaml
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open, /dev/zero never end
+            raise OptionsError("--config %s: not a regular file" % path)
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
