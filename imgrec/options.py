@@ -384,6 +384,10 @@ class ConvertOptions:
                          "allow_new_classes", "single_file", "dry_run", "incremental", "read_threads", "fsync",
                          "allow_lookalike_classes"):
             d.pop(volatile, None)
+        # Datasets written before --max-file-size-mb existed carry no such field: at its
+        # default the limit is left out, so they keep their identity (--incremental, re-runs).
+        if d.get("max_file_size_mb") == DEFAULT_MAX_FILE_MB:
+            d.pop("max_file_size_mb")
         return d
 
     @property
