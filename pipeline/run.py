@@ -200,7 +200,7 @@ def class_folder_problem(input_root: str, name: str) -> ErrorRecord | None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return ErrorRecord(name, "non_utf8_name", STAGE_LIST,
-                           "class folder name is not valid UTF-8: its images are not converted")
+                           "folder name is not valid UTF-8: its images are not converted")
     if not storage.is_s3(input_root) and os.path.exists(os.path.join(input_root, name, OWNER_MARK)):
         return ErrorRecord(name, "output_folder", STAGE_LIST,
                            "holds %s: an output folder of this tool, not a class" % OWNER_MARK)
@@ -251,7 +251,11 @@ def discover(options: ConvertOptions) -> Dataset:
     if options.labels:
         source = prepare_label_source(options)
         classes = list(source.classes)
-        return Dataset(classes, [], source, [], tuple(lookalike_warnings(classes, options)))
+        # the top-level folders are listed one per element: a name that is not UTF-8 cannot be one
+        problems = [(name, class_folder_problem(options.input, name)) for name in source.folders]
+        source = dataclasses.replace(source, folders=tuple(name for name, problem in problems if problem is None))
+        root_errors = [problem for _, problem in problems if problem is not None]
+        return Dataset(classes, root_errors, source, [], tuple(lookalike_warnings(classes, options)))
     dirs, root_errors = discover_classes(options)
     if options.class_map:
         classes = resolve_names({d: "as folder %s" % d for d in dirs}, load_class_map(options.class_map),

@@ -405,6 +405,24 @@ def test_non_utf8_class_folder_is_reported_and_the_rest_converted(tmp_path):
     assert len(labels_by_path(out)) == 8
 
 
+def test_non_utf8_names_with_a_label_file(tmp_path):
+    """A top-level folder and a file whose names are not UTF-8: reported or unlisted, never a failed job."""
+    root = two_classes(tmp_path / "in")
+    bad = os.path.join(os.fsencode(root), b"caf\xfe")
+    os.mkdir(bad)
+    with open(os.path.join(bad, b"x.jpg"), "wb") as f:
+        f.write(fac.jpeg(40, 30, seed=5))
+    with open(os.path.join(os.fsencode(root), b"cat", b"y\xfe.jpg"), "wb") as f:
+        f.write(fac.jpeg(40, 30, seed=6))
+    labels = tmp_path / "l.csv"
+    labels.write_text("cat/cat_0.jpg,cat\ndog/dog_0.jpg,dog\n")
+    out = tmp_path / "out"
+    proc = cli("--input", root, "--output", out, "--labels", labels)
+    assert proc.returncode == 0, proc.stderr
+    assert {p: e["reason"] for p, e in errors_of(out).items()} == {"caf\\udcfe": "non_utf8_name"}
+    assert sorted(labels_by_path(out)) == ["cat/cat_0.jpg", "dog/dog_0.jpg"]
+
+
 def test_output_that_is_a_file_or_under_a_file_is_refused(tmp_path):
     root = two_classes(tmp_path / "in")
     afile = tmp_path / "afile"

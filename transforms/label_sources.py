@@ -149,7 +149,8 @@ class _ListFolderFn(beam.DoFn):
             elif verdict is False:
                 ignored += 1
             else:
-                yield findings.MAIN, (entry.relpath, (_BAD, verdict.to_json()))
+                error = verdict.to_json()  # its path printable: a name that is not UTF-8 cannot be a Beam key
+                yield findings.MAIN, (error["path"], (_BAD, error))
         if ignored:
             yield (findings.FOUND, (findings.IGNORED, ignored, None))
 
