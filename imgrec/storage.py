@@ -176,6 +176,9 @@ class _LocalWalk:
                 self.seen.setdefault((st.st_dev, st.st_ino), None)
                 if folder == self.real_root:
                     self.root_ident = (st.st_dev, st.st_ino)
+        # Folders reached through a link wait until the tree without links is done, so a
+        # folder that is also reachable without a link is listed under its own path.
+        self.linked: collections.deque = collections.deque()
 
     def walk(self) -> Iterator[FileEntry]:
         try:
@@ -183,9 +186,6 @@ class _LocalWalk:
         except OSError as exc:
             yield FileEntry("", 0, "unreadable", "cannot list folder: %s" % (exc.strerror or exc))
             return
-        # Folders reached through a link wait until the tree without links is done, so a
-        # folder that is also reachable without a link is listed under its own path.
-        self.linked: collections.deque = collections.deque()
         yield from self._folder("", st)
         while self.linked:
             rel, entry, st = self.linked.popleft()
