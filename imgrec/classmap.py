@@ -17,6 +17,7 @@ class's id is its position in ``labels``, as in the job's output manifest).
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Mapping
 
 from imgrec import storage
@@ -160,3 +161,37 @@ def resolve_ids(
         names = [id_names.get(i, str(i)) for i in range(top)]
     _check_unique(names, "class names")
     return names
+
+
+def _lookalike_key(name: str) -> str:
+    """What a name looks like, whatever its case and Unicode form (compatibility caseless matching)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def lookalike_pairs(names) -> list[tuple[str, str, str]]:
+    """(first, second, how they differ) for class names that differ only in case or Unicode form.
+
+    Such names ('Cat' and 'cat'; 'caf\u00e9' written precomposed (NFC) and with a
+    combining accent (NFD)) are separate classes that print the same or nearly so.
+    Each name after the first of a group is paired with the first, in sorted order.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault(_lookalike_key(name), []).append(name)
+    pairs = []
+    for group in groups.values():
+        for other in group[1:]:
+            first = group[0]
+            if unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", other):
+                how = "only in Unicode normalisation (NFC/NFD: the same letters, composed differently)"
+            elif first.casefold() == other.casefold():
+                how = "only in case"
+            else:
+                how = "only in case or Unicode form"
+            pairs.append((first, other, how))
+    return pairs
+
+
+def shown_name(name: str) -> str:
+    """A class name for a message, with its code points spelt out when it is not plain ASCII."""
+    return repr(name) if name.isascii() else "%r (%s)" % (name, ascii(name))

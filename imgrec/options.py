@@ -21,6 +21,18 @@ class OptionsError(ValueError):
     """An invalid option value; the message says which flag and why."""
 
 
+# --max-file-size-mb: a photo, even a 100-megapixel one, is tens of MiB (the largest
+# JPEGs seen in practice are a little over 100 MiB), while every image being encoded is
+# held in memory once or twice per thread. Half of RecordIO's 512 MiB record limit, so
+# anything accepted can also be stored as it is.
+DEFAULT_MAX_FILE_MB = 256.0
+MAX_FILE_MB = 512.0  # RecordIO's record limit (2**29 bytes): a larger file can never be a record
+# --label-width: every record carries width float32 values, and mxnet's ImageRecordIter
+# and DALI allocate that many per image. The largest public label spaces have tens of
+# thousands of classes (ImageNet-21k: 21,841); 65,536 labels are 256 KiB per record.
+MAX_LABEL_WIDTH = 65536
+
+
 GROUPS = (
     ("input", "Input"),
     ("split", "Labels and split"),
@@ -57,6 +69,10 @@ OPTIONS: tuple[Opt, ...] = (
         "Refuse images whose header declares more pixels than this (decompression bombs), in every format, before "
         "any pixel buffer exists; content whose size cannot be read from its header is refused too.",
         default=DEFAULT_MAX_PIXELS, type=int, example="--max-pixels 50000000"),
+    Opt(("--max-file-size-mb",), "max_file_size_mb", "input",
+        "Skip (and report as too_large) input files larger than this many MiB, before reading them. Only "
+        "regular files are ever opened: FIFOs, devices and sockets are reported as not_regular_file.",
+        default=DEFAULT_MAX_FILE_MB, type=float, example="--max-file-size-mb 1024"),
     Opt(("--validate",), "validate", "input",
         "How every image is checked: 'header' parses its dimensions and end marker; 'decode' also decodes it fully "
         "and refuses it when the decoder reports corrupt or missing data (corrupt_data), as re-encoding always does.",
@@ -115,6 +131,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--allow-new-classes",), "allow_new_classes", "split",
         "Classes missing from --class-map get the next ids after the map's, in sorted order.",
         default=False, type=None, action="store_true", example="--allow-new-classes"),
+    Opt(("--allow-lookalike-classes",), "allow_lookalike_classes", "split",
+        "Keep class names that differ only in case or Unicode normalisation ('Cat' and 'cat', NFC and NFD "
+        "'caf\u00e9') as separate classes, with a warning; without it such names are refused.",
+        default=False, type=None, action="store_true", example="--allow-lookalike-classes"),
     Opt(("--stratify",), "stratify", "split",
         "Give each class (each label set, for multi-label) every split's share to within one image, still "
         "decided by the path hash.",
@@ -256,9 +276,13 @@ def options_markdown() -> str:
 
 def load_config(path: str) -> tuple[dict[str, Any], list[str]]:
     """Option values and Beam pipeline flags from a YAML config file."""
+    import stat
+
     import yaml
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open, /dev/zero never end
+            raise OptionsError("--config %s: not a regular file" % path)
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
@@ -338,6 +362,7 @@ class ConvertOptions:
     pass_through: bool = True
     encode: EncodeParams = field(default_factory=EncodeParams)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_size_mb: float = DEFAULT_MAX_FILE_MB
     validate: str = "header"
     name: str = "data"
     shard_size_mb: float = 256.0
@@ -361,6 +386,7 @@ class ConvertOptions:
     label_pad: float = -1.0
     class_map: str = ""
     allow_new_classes: bool = False
+    allow_lookalike_classes: bool = False
     stratify: bool = False
     check_duplicates: bool = False  # implied by dedup
     dedup: bool = False
@@ -372,9 +398,19 @@ class ConvertOptions:
         d = self.to_json()
         # class_map/allow_new_classes act through the labels they give (in every shard's digest).
         for volatile in ("overwrite", "threads", "output", "s3", "max_errors", "resume", "class_map",
-                         "allow_new_classes", "single_file", "dry_run", "incremental", "read_threads", "fsync"):
+                         "allow_new_classes", "single_file", "dry_run", "incremental", "read_threads", "fsync",
+                         "allow_lookalike_classes"):
             d.pop(volatile, None)
+        # Datasets written before --max-file-size-mb existed carry no such field: at its
+        # default the limit is left out, so they keep their identity (--incremental, re-runs).
+        if d.get("max_file_size_mb") == DEFAULT_MAX_FILE_MB:
+            d.pop("max_file_size_mb")
         return d
+
+    @property
+    def max_file_bytes(self) -> int:
+        """``--max-file-size-mb`` in bytes: input files larger than this are skipped unread."""
+        return int(self.max_file_size_mb * (1 << 20))
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -427,8 +463,14 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
         raise OptionsError(
             "--name %r: use letters, digits, '.', '_' and '-' only (it becomes part of file names)" % ns.name
         )
-    if ns.output and os.path.normpath(ns.input.rstrip("/")) == os.path.normpath(ns.output.rstrip("/")):
-        raise OptionsError("--output must not be the --input folder")
+    max_file_mb = float(getattr(ns, "max_file_size_mb", DEFAULT_MAX_FILE_MB))
+    if not 0 < max_file_mb <= MAX_FILE_MB:
+        raise OptionsError("--max-file-size-mb must be above 0 and at most %g (RecordIO's record limit), got %g"
+                           % (MAX_FILE_MB, max_file_mb))
+    if ns.output:
+        overlap = folders_overlap(ns.input, ns.output)
+        if overlap:
+            raise OptionsError(overlap)
     s3 = s3_settings(ns)
     label_fields = label_options(ns)
     return ConvertOptions(
@@ -446,6 +488,7 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
             color=ns.color,
         ),
         max_pixels=ns.max_pixels,
+        max_file_size_mb=max_file_mb,
         validate=ns.validate,
         name=ns.name,
         shard_size_mb=ns.shard_size_mb,
@@ -465,6 +508,35 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
     )
 
 
+def folders_overlap(input_uri: str, output_uri: str) -> str:
+    """Why ``--output`` cannot be used with ``--input`` ("" when it can).
+
+    The same folder, or one inside the other, is refused: an output inside the input
+    is listed as images (its folders as classes) by the next run, and an input inside
+    the output is in the way of the files this tool writes and removes there. Local
+    folders are compared by real path (symbolic links, ``..`` and relative spellings
+    resolved); s3:// URIs by bucket and key prefix, as S3 compares keys.
+    """
+    if input_uri.startswith("s3://") != output_uri.startswith("s3://"):
+        return ""
+    if input_uri.startswith("s3://"):
+        # keys are plain strings: "a//b" is not "a/b"; only the trailing "/" is the tool's own spelling
+        real_in, real_out = input_uri.rstrip("/"), output_uri.rstrip("/")
+    else:
+        real_in, real_out = os.path.realpath(input_uri), os.path.realpath(output_uri)
+    shown = "" if (real_in, real_out) == (input_uri.rstrip("/"), output_uri.rstrip("/")) else (
+        " (%s and %s)" % (real_in, real_out))
+    if real_in == real_out:
+        return "--output %s is the --input folder%s: choose another --output" % (output_uri, shown)
+    if real_out.startswith(real_in.rstrip("/") + "/"):
+        return ("--output %s is inside --input %s%s: the next run would list the output as images; "
+                "choose an --output outside the input" % (output_uri, input_uri, shown))
+    if real_in.startswith(real_out.rstrip("/") + "/"):
+        return ("--input %s is inside --output %s%s: the output folder must hold only this tool's files; "
+                "choose an --output outside the input" % (input_uri, output_uri, shown))
+    return ""
+
+
 def label_options(ns: argparse.Namespace) -> dict[str, Any]:
     """The validated label, class-map, stratify and duplicate options, as ConvertOptions fields."""
     labels = getattr(ns, "labels", "") or ""
@@ -475,8 +547,9 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
     label_format = getattr(ns, "label_format", "") or ""
     width = getattr(ns, "label_width", 0) or 0
     pad = float(getattr(ns, "label_pad", -1.0))
-    if width < 0:
-        raise OptionsError("--label-width must be 0 (automatic) or more, got %d" % width)
+    if not 0 <= width <= MAX_LABEL_WIDTH:
+        raise OptionsError("--label-width must be 0 (automatic) to %d (labels each record carries), got %d"
+                           % (MAX_LABEL_WIDTH, width))
     if not label_format and (width or pad != -1.0):
         raise OptionsError("--label-width and --label-pad shape multi-label records: give --label-format too")
     if label_format == "multi-hot" and pad != -1.0:
@@ -505,6 +578,7 @@ def label_options(ns: argparse.Namespace) -> dict[str, Any]:
         "label_pad": pad,
         "class_map": class_map,
         "allow_new_classes": allow_new,
+        "allow_lookalike_classes": bool(getattr(ns, "allow_lookalike_classes", False)),
         "stratify": bool(getattr(ns, "stratify", False)),
         "check_duplicates": dedup or bool(getattr(ns, "check_duplicates", False)),
         "dedup": dedup,

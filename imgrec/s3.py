@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 
 from imgrec import crashpoints
 from imgrec.options import S3Settings
-from imgrec.storage import FileEntry, StorageError
+from imgrec.storage import FileEntry, StorageError, UnusableFileError, too_large
 
 LOG = logging.getLogger(__name__)
 
@@ -308,11 +308,16 @@ def _body_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str, max_bytes: int = 0) -> bytes:
+    """The whole object; one over ``max_bytes`` (0 = no limit) is refused before its body is read."""
     bucket, key = split_uri(uri)
     retryable = _body_errors()
     for attempt in range(1, BODY_READ_ATTEMPTS + 1):
         response = _call("read", bucket, key, client().get_object, Bucket=bucket, Key=key, **_payer())
+        size = response.get("ContentLength") or 0
+        if max_bytes and size > max_bytes:
+            response["Body"].close()
+            raise UnusableFileError(uri, "too_large", too_large(size, max_bytes))
         try:
             return response["Body"].read()
         except retryable as exc:

@@ -210,7 +210,7 @@ def _encoded_ratio(options: ConvertOptions, scratch: str) -> tuple[float, str]:
     before = after = encoded_count = 0
     for relpath, _ in sample:
         try:
-            data = storage.read_bytes(storage.join(options.input, relpath))
+            data = storage.read_bytes(storage.join(options.input, relpath), options.max_file_bytes)
             info = images.check_structure(data, options.max_pixels)
             encoded = images.transcode(data, info, options.encode, options.max_pixels)
         except (images.BadImage, OSError, storage.StorageError):

@@ -32,6 +32,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from imgrec import s3, storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.finalize import (
+    OWNER_MARK,
     IncompleteError,
     OutputError,
     TooManyErrorsError,
@@ -46,8 +47,8 @@ from imgrec.incremental import IncrementalError, class_map_uri, load_previous
 from imgrec.layout import MANIFEST
 from imgrec.progress import ProgressMonitor
 from pipeline import STARTED
-from imgrec.options import ConvertOptions, OptionsError, add_options, from_args, load_config
-from imgrec.classmap import ClassMapError, load_class_map, resolve_names
+from imgrec.options import MAX_LABEL_WIDTH, ConvertOptions, OptionsError, add_options, from_args, load_config
+from imgrec.classmap import ClassMapError, load_class_map, lookalike_pairs, resolve_names, shown_name
 from imgrec.labels import LabelFileError
 from transforms.exclude_existing import ExcludeExisting
 from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
@@ -155,15 +156,31 @@ def runs_in_process(opts: PipelineOptions) -> bool:
 
 
 def discover_classes(options: ConvertOptions) -> tuple[list[str], list[ErrorRecord]]:
-    """Class names (sorted top-level folders) and the images found outside any class."""
+    """Class names (sorted top-level folders) and the inputs found outside any usable class folder.
+
+    A folder whose name is not UTF-8, or that is an output folder of this tool, is
+    reported (``non_utf8_name``, ``output_folder``) instead of becoming a class.
+    """
     dirs, files = storage.list_top(options.input)
+    if OWNER_MARK in files:
+        raise UsageError(
+            "--input %s is an output folder of this tool (it holds %s), not a folder of class folders: "
+            "give the folder the dataset was made from" % (options.input, OWNER_MARK)
+        )
     root_errors = []
     for name in files:
         if os.path.splitext(name)[1].lower() in options.exts:
             root_errors.append(
                 ErrorRecord(name, "no_class", STAGE_LIST, "image directly in the input folder has no class folder")
             )
-    bad = [d for d in dirs if d in (".", "..") or "/" in d or any(c in d for c in "\t\n\r")]
+    classes = []
+    for name in dirs:
+        problem = class_folder_problem(options.input, name)
+        if problem:
+            root_errors.append(problem)
+        else:
+            classes.append(name)
+    bad = [d for d in classes if d in (".", "..") or "/" in d or any(c in d for c in "\t\n\r")]
     if bad:
         raise UsageError("class folder name %r cannot be used (it would escape the output or break .lst lines)" % bad[0])
     if not dirs:
@@ -171,7 +188,41 @@ def discover_classes(options: ConvertOptions) -> tuple[list[str], list[ErrorReco
             "%s has no class folders: put each class's images in its own sub-folder (%d files found at the top level)"
             % (options.input, len(files))
         )
-    return sorted(dirs), root_errors
+    if not classes:
+        raise UsageError(
+            "%s has no usable class folders: all %d are skipped (%s: %s)"
+            % (options.input, len(dirs), root_errors[-1].reason, root_errors[-1].detail)
+        )
+    return sorted(classes), root_errors
+
+
+def class_folder_problem(input_root: str, name: str) -> ErrorRecord | None:
+    """Why the top-level folder ``name`` cannot be a class (an ErrorRecord), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return ErrorRecord(name, "non_utf8_name", STAGE_LIST,
+                           "folder name is not valid UTF-8: its images are not converted")
+    if not storage.is_s3(input_root) and os.path.exists(os.path.join(input_root, name, OWNER_MARK)):
+        return ErrorRecord(name, "output_folder", STAGE_LIST,
+                           "holds %s: an output folder of this tool, not a class" % OWNER_MARK)
+    return None
+
+
+def lookalike_warnings(classes: list[str], options: ConvertOptions) -> list[str]:
+    """Class names that differ only in case or Unicode form: refused, or warnings with --allow-lookalike-classes."""
+    pairs = lookalike_pairs(classes)
+    if not pairs:
+        return []
+    what = "class names in %s" % options.labels if options.labels else "class folders"
+    lines = ["%s %s and %s differ %s" % (what, shown_name(a), shown_name(b), how) for a, b, how in pairs]
+    if not options.allow_lookalike_classes:
+        more = " (and %d more such pairs)" % (len(pairs) - 1) if len(pairs) > 1 else ""
+        raise UsageError(
+            "%s%s: they would be separate classes that look the same; rename or merge them, or pass "
+            "--allow-lookalike-classes to keep them apart" % (lines[0], more)
+        )
+    return [line + ": kept as separate classes (--allow-lookalike-classes)" for line in lines]
 
 
 class Dataset(NamedTuple):
@@ -192,16 +243,30 @@ class Dataset(NamedTuple):
 
 def discover(options: ConvertOptions) -> Dataset:
     """Classes and label source: folders (ids pinned by --class-map if given) or a label file."""
+    for flag, uri in (("--labels", options.labels), ("--class-map", options.class_map)):
+        problem = storage.regular_file_problem(uri) if uri else ""
+        if problem:
+            # the launcher scans a label file whole, then the workers read it again in chunks
+            # (seeking): a pipe cannot be read twice, and a device never ends
+            raise UsageError("%s %s is %s: save it to a file first (for example: ... > labels.csv) and give "
+                             "that file" % (flag, uri, problem))
     if options.labels:
         source = prepare_label_source(options)
-        return Dataset(list(source.classes), [], source, [], source.warnings)
+        classes = list(source.classes)
+        # the top-level folders are listed one per element: a name that is not UTF-8 cannot be one
+        problems = [(name, class_folder_problem(options.input, name)) for name in source.folders]
+        source = dataclasses.replace(source, folders=tuple(name for name, problem in problems if problem is None))
+        root_errors = [problem for _, problem in problems if problem is not None]
+        warnings = tuple(source.warnings) + tuple(lookalike_warnings(classes, options))
+        return Dataset(classes, root_errors, source, [], warnings)
     dirs, root_errors = discover_classes(options)
     if options.class_map:
         classes = resolve_names({d: "as folder %s" % d for d in dirs}, load_class_map(options.class_map),
                                 options.allow_new_classes)
     else:
         classes = dirs
-    return Dataset(classes, root_errors, None, [classes.index(d) for d in dirs])
+    return Dataset(classes, root_errors, None, [classes.index(d) for d in dirs],
+                   tuple(lookalike_warnings(classes, options)))
 
 
 def resolve_label_width(options: ConvertOptions, dataset: Dataset) -> ConvertOptions:
@@ -217,6 +282,12 @@ def resolve_label_width(options: ConvertOptions, dataset: Dataset) -> ConvertOpt
         width = len(dataset.classes)
     else:
         width = options.label_width or max(1, dataset.source.max_labels if dataset.source else 1)
+    if width > MAX_LABEL_WIDTH:
+        raise UsageError(
+            "multi-hot vectors of %d classes are more than %d labels per record: use --label-format class-ids"
+            % (width, MAX_LABEL_WIDTH) if options.label_format == "multi-hot" else
+            "an image with %d labels is more than %d labels per record (--label-width)" % (width, MAX_LABEL_WIDTH)
+        )
     return dataclasses.replace(options, label_width=width)
 
 
@@ -242,7 +313,8 @@ def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], s
         class_elems = p | "Classes" >> beam.Create(listed)
         # [ImageRef(relpath, size, label, split, key)]
         batches = class_elems | "ListImages" >> ListImages(
-            options.input, options.output, layout, options.exts, options.ratios, options.split_seed, options.s3
+            options.input, options.output, layout, options.exts, options.ratios, options.split_seed, options.s3,
+            options.max_file_bytes,
         )
         if not (options.check_duplicates or options.stratify):
             return batches
@@ -388,6 +460,7 @@ def run(argv: list[str] | None = None) -> int:
             from pipeline.dryrun import dry_run
 
             return dry_run(options, dataset, beam_args)
+        storage.check_output_folder(options.output)
         prepare_output(options, previous)
         opts, runner = pipeline_options(beam_args, dataset.first_elements())
         LOG.info("%d classes under %s; writing to %s", len(classes), options.input, options.output)

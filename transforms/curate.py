@@ -52,12 +52,15 @@ def single_unit(ref: ImageRef) -> Unit:
 # ---------------------------------------------------------------- identical files
 
 
-def hash_batch(refs, input_root: str, seed: str, ratios, threads: int):
-    """(sha256, ref re-keyed by content) per ref; an unreadable file keeps its path key (WriteShards reports it)."""
+def hash_batch(refs, input_root: str, seed: str, ratios, threads: int, max_bytes: int = 0):
+    """(sha256, ref re-keyed by content) per ref; an unreadable file keeps its path key (WriteShards reports it).
+
+    ``max_bytes``: a larger file is not read here (--max-file-size-mb; WriteShards reports it too).
+    """
 
     def digest(ref):
         try:
-            return ref, dedup.content_sha256(storage.read_bytes(storage.join(input_root, ref.relpath)))
+            return ref, dedup.content_sha256(storage.read_bytes(storage.join(input_root, ref.relpath), max_bytes))
         except (OSError, storage.StorageError):
             return ref, None
 
@@ -70,8 +73,9 @@ def hash_batch(refs, input_root: str, seed: str, ratios, threads: int):
 
 
 class _HashFn(beam.DoFn):
-    def __init__(self, input_root, seed, ratios, threads, s3_settings):
+    def __init__(self, input_root, seed, ratios, threads, s3_settings, max_bytes=0):
         self._args = (input_root, seed, ratios)
+        self._max_bytes = max_bytes
         self._threads = threads
         self._s3 = s3_settings
         self._hashed = Metrics.counter("imgrec", "images_hashed")
@@ -83,7 +87,7 @@ class _HashFn(beam.DoFn):
     def process(self, element):
         # element: (group, [ImageRef]) -> (sha256, ImageRef)
         _, refs = element
-        for out in hash_batch(refs, *self._args, self._pool_threads):
+        for out in hash_batch(refs, *self._args, self._pool_threads, self._max_bytes):
             self._hashed.inc()
             yield out
 
@@ -118,7 +122,7 @@ class GroupIdentical(beam.PTransform):
             # (as every stage here: it is translated by every runner).
             | "KeyForHashing" >> beam.Map(lambda r: (r.key % HASH_GROUPS, r))
             | "GroupForHashing" >> beam.GroupByKey()
-            | "HashContent" >> beam.ParDo(_HashFn(o.input, o.split_seed, o.ratios, o.threads, o.s3))
+            | "HashContent" >> beam.ParDo(_HashFn(o.input, o.split_seed, o.ratios, o.threads, o.s3, o.max_file_bytes))
             | "GroupByContent" >> beam.GroupByKey()
             | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes)
         )

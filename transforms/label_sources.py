@@ -28,6 +28,7 @@ from apache_beam.metrics import Metrics
 from imgrec import classmap, findings, labels, s3, storage
 from imgrec.options import ConvertOptions
 from imgrec.planning import ImageRef, assign_split, image_key
+from imgrec.finalize import OWNER_MARK
 from transforms.list_images import classify_entry
 
 # Tags of the values that meet at a path.
@@ -139,7 +140,7 @@ class _ListFolderFn(beam.DoFn):
         if folder:
             entries = (
                 e._replace(relpath=folder + "/" + e.relpath if e.relpath else folder)
-                for e in storage.walk_files(storage.join(self._input, folder))
+                for e in storage.walk_files(storage.join(self._input, folder), self._input, OWNER_MARK)
             )
         else:
             entries = list_root_files(self._input, self._exts)
@@ -152,7 +153,8 @@ class _ListFolderFn(beam.DoFn):
             elif verdict is False:
                 ignored += 1
             else:
-                yield findings.MAIN, (entry.relpath, (_BAD, verdict.to_json()))
+                error = verdict.to_json()  # its path printable: a name that is not UTF-8 cannot be a Beam key
+                yield findings.MAIN, (error["path"], (_BAD, error))
         if ignored:
             yield (findings.FOUND, (findings.IGNORED, ignored, None))
 

@@ -17,17 +17,23 @@ from apache_beam.metrics import Metrics
 
 from imgrec import s3, storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
+from imgrec.finalize import OWNER_MARK
 from imgrec.layout import Layout
 from imgrec.planning import BATCH_REFS, ImageRef, RefBatch, SplitRatios, assign_split, image_key
 
 
-def classify_entry(entry: storage.FileEntry, exts: tuple[str, ...]) -> ErrorRecord | None | bool:
-    """What to do with a listed file: an error, ``False`` to ignore it, ``True`` to take it."""
+def classify_entry(entry: storage.FileEntry, exts: tuple[str, ...], max_bytes: int = 0) -> ErrorRecord | None | bool:
+    """What to do with a listed file: an error, ``False`` to ignore it, ``True`` to take it.
+
+    ``max_bytes`` (0 = no limit): an image file larger than this is a ``too_large`` error.
+    """
     if entry.error:
         return ErrorRecord(entry.relpath, entry.error, STAGE_LIST, entry.detail)
     ext = posixpath.splitext(entry.relpath)[1].lower()
     if ext not in exts:
         return False
+    if max_bytes and entry.size > max_bytes:
+        return ErrorRecord(entry.relpath, "too_large", STAGE_LIST, storage.too_large(entry.size, max_bytes))
     try:
         entry.relpath.encode("utf-8")
     except UnicodeEncodeError:
@@ -46,14 +52,19 @@ def list_class(
     exts: tuple[str, ...],
     ratios: SplitRatios,
     seed: str,
+    max_bytes: int = 0,
 ):
-    """Refs, errors and the count of ignored non-image files for one class folder."""
+    """Refs, errors and the count of ignored non-image files for one class folder.
+
+    The folder is listed once, never through a link into itself, a parent or another
+    class folder, and never into an output folder of this tool (``storage.walk_files``).
+    """
     refs, errors, ignored = [], [], 0
     prefix = class_name + "/"
-    for entry in storage.walk_files(storage.join(input_root, class_name)):
+    for entry in storage.walk_files(storage.join(input_root, class_name), input_root, OWNER_MARK):
         rel = prefix + entry.relpath if entry.relpath else class_name
         entry = entry._replace(relpath=rel)
-        verdict = classify_entry(entry, exts)
+        verdict = classify_entry(entry, exts, max_bytes)
         if verdict is True:
             key = image_key(rel, seed)
             refs.append(ImageRef(rel, entry.size, class_index, assign_split(key, ratios), key, entry.version))
@@ -65,8 +76,9 @@ def list_class(
 
 
 class _ListClassFn(beam.DoFn):
-    def __init__(self, input_root, output_root, layout: Layout, exts, ratios, seed, s3_settings=None):
+    def __init__(self, input_root, output_root, layout: Layout, exts, ratios, seed, s3_settings=None, max_bytes=0):
         self._input = input_root
+        self._max_bytes = max_bytes
         self._output = output_root
         self._layout = layout
         self._exts = exts
@@ -85,7 +97,7 @@ class _ListClassFn(beam.DoFn):
         # element: (class_index, class_name)
         class_index, class_name = element
         refs, errors, ignored = list_class(
-            self._input, class_index, class_name, self._exts, self._ratios, self._seed
+            self._input, class_index, class_name, self._exts, self._ratios, self._seed, self._max_bytes
         )
         record = {
             "class": class_name,
@@ -109,9 +121,9 @@ class _ListClassFn(beam.DoFn):
 class ListImages(beam.PTransform):
     """PCollection[(class_index, class_name)] -> PCollection[list[ImageRef]] (batches of one class)."""
 
-    def __init__(self, input_root, output_root, layout, exts, ratios, seed, s3_settings=None):
+    def __init__(self, input_root, output_root, layout, exts, ratios, seed, s3_settings=None, max_bytes=0):
         super().__init__()
-        self._args = (input_root, output_root, layout, exts, ratios, seed, s3_settings)
+        self._args = (input_root, output_root, layout, exts, ratios, seed, s3_settings, max_bytes)
 
     def expand(self, classes):
         return (

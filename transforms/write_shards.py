@@ -30,10 +30,15 @@ from imgrec.summary import human_bytes
 LOG = logging.getLogger("imgrec.write_shards")
 
 
-def read_input(uri: str) -> bytes:
-    """Read one input file; an OS-level failure becomes a BadImage with a reason tag."""
+def read_input(uri: str, max_bytes: int = 0) -> bytes:
+    """Read one input file (a regular file of at most ``max_bytes``, 0 = any size).
+
+    Anything else, and an OS-level failure, becomes a BadImage with a reason tag.
+    """
     try:
-        return storage.read_bytes(uri)
+        return storage.read_bytes(uri, max_bytes)
+    except storage.UnusableFileError as exc:  # not_regular_file, too_large: refused before reading
+        raise images.BadImage(exc.reason, exc.detail) from None
     except PermissionError:
         raise images.BadImage("unreadable", "permission denied") from None
     except FileNotFoundError:
@@ -109,7 +114,7 @@ def write_shard(
         # (record_id, ref) -> (record_id, ref, bytes or None, ErrorRecord or None)
         record_id, ref = item
         try:
-            return record_id, ref, read_input(storage.join(options.input, ref.relpath)), None
+            return record_id, ref, read_input(storage.join(options.input, ref.relpath), options.max_file_bytes), None
         except images.BadImage as exc:
             return record_id, ref, None, ErrorRecord(ref.relpath, exc.reason, STAGE_READ, exc.detail)
 
