@@ -13,8 +13,9 @@ A task function returns a ``Part``: the framed bytes of some records and the
 facts about them. From a worker process the bytes come back through a slot of
 shared memory mapped before the fork (one copy, no pickling of image bytes);
 from a thread they are passed as they are. Either way the caller receives the
-parts in task order, one at a time, and must be done with a part's ``data``
-before asking for the next.
+parts in task order and calls ``part.release()`` once it is done with
+``part.data`` (it may hand the part to another thread first: a new task waits
+for a free slot, so memory stays bounded).
 
 Task functions must be module-level functions (they are pickled by name) and
 return errors as values; an exception a task raises ends the map with that
@@ -31,9 +32,9 @@ import logging
 import mmap
 import multiprocessing
 import os
+import queue
 import signal
 import tempfile
-import threading
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -66,6 +67,7 @@ class Part:
     size: int = 0
     meta: Any = None
     data: Any = None  # on the caller's side: one bytes-like object holding all the pieces
+    release: Callable[[], None] = field(default=lambda: None, repr=False)  # the caller is done with data
 
 
 # ---------------------------------------------------------------- the worker side
@@ -131,12 +133,15 @@ class WorkerPool:
         self._window = 2 * (self.processes or self.threads)
         self._pool: cf.Executor
         if self.processes:
-            slots = self._window + 1
+            # parts in flight, and as many again held by the caller until it releases them
+            slots = 2 * self._window
             if _SLOTS is None or len(_SLOTS) < slots * SLOT_BYTES:
                 # anonymous shared memory: pages exist only once written; the workers inherit the map
                 _SLOTS = mmap.mmap(-1, slots * SLOT_BYTES, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
             self._slots = _SLOTS
-            self._free = collections.deque(range(slots))
+            self._free: queue.Queue = queue.Queue()
+            for i in range(slots):
+                self._free.put(i)
             self._pool = cf.ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("fork"),
                 initializer=_worker_start, initargs=(init,),
@@ -149,36 +154,35 @@ class WorkerPool:
         return self.processes or self.threads
 
     def map(self, fn: Callable[[Any], Part], tasks: Iterable[Any]) -> Iterator[Part]:
-        """``fn(task)`` for every task, in order; each Part's ``data`` holds its bytes until the next is taken."""
+        """``fn(task)`` for every task, in order; call ``release()`` on each Part once done with its data."""
         pending: collections.deque = collections.deque()
-        held: list = []  # the slot (or file) of the part last handed out
         try:
             for task in tasks:
                 while len(pending) >= self._window:
-                    yield self._take(pending.popleft(), held)
+                    yield self._take(pending.popleft())
                 pending.append(self._submit(fn, task))
             while pending:
-                yield self._take(pending.popleft(), held)
+                yield self._take(pending.popleft())
         finally:
-            self._release(held)
             for fut in pending:
                 fut.cancel()
-            # results of tasks already running still arrive: return their slots
+            # results of tasks already running still arrive: give their slots back
             for fut in pending:
                 if not fut.cancelled():
                     with contextlib.suppress(BaseException):
-                        self._release([fut.result()])
+                        self._give_back(fut.result())
 
     def _submit(self, fn, task):
         if not self.processes:
             return self._pool.submit(fn, task)
+        slot = self._free.get()  # waits while the caller still holds every slot
         try:
-            return self._pool.submit(_run_in_slot, fn, task, self._free.popleft())
+            return self._pool.submit(_run_in_slot, fn, task, slot)
         except BrokenProcessPool:
+            self._free.put(slot)
             raise WorkerDied(_DIED) from None
 
-    def _take(self, fut, held: list) -> Part:
-        self._release(held)
+    def _take(self, fut) -> Part:
         try:
             result = fut.result()
         except BrokenProcessPool:
@@ -189,22 +193,27 @@ class WorkerPool:
             part.pieces = []
             return part
         kind, where, size, meta = result
-        held.append(result)
         if kind == "slot":
             data = memoryview(self._slots)[where * SLOT_BYTES:where * SLOT_BYTES + size]
         else:
             with open(where, "rb") as f:
                 data = f.read()
-        return Part(size=size, meta=meta, data=data)
+        done = []
 
-    def _release(self, held: list) -> None:
-        while held:
-            kind, where, _, _ = held.pop()
-            if kind == "slot":
-                self._free.append(where)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(where)
+        def release() -> None:
+            if not done:  # once only
+                done.append(True)
+                self._give_back(result)
+
+        return Part(size=size, meta=meta, data=data, release=release)
+
+    def _give_back(self, result) -> None:
+        kind, where, _, _ = result
+        if kind == "slot":
+            self._free.put(where)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(where)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

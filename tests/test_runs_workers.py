@@ -102,6 +102,7 @@ def test_pool_gives_parts_in_order(processes):
         for (n, fill), part in zip(tasks, pool.map(_part, tasks)):
             assert part.size == n + 1
             assert bytes(part.data) == bytes([fill]) * n + b"|"
+            part.release()
             pid, got_n = part.meta
             assert got_n == n
             seen_pids.add(pid)
@@ -114,7 +115,10 @@ def test_pool_gives_parts_in_order(processes):
 def test_pool_moves_parts_larger_than_a_slot(monkeypatch):
     big = workers.SLOT_BYTES + 10
     with workers.WorkerPool(processes=1) as pool:
-        parts = [(p.size, bytes(p.data[:3]), bytes(p.data[-1:])) for p in pool.map(_part, [(big, 7), (5, 1)])]
+        parts = []
+        for p in pool.map(_part, [(big, 7), (5, 1)]):
+            parts.append((p.size, bytes(p.data[:3]), bytes(p.data[-1:])))
+            p.release()
     assert parts == [(big + 1, b"\x07\x07\x07", b"|"), (6, b"\x01\x01\x01", b"|")]
 
 
@@ -125,6 +129,7 @@ def test_pool_raises_a_task_error(processes):
         with pytest.raises(ValueError, match="task 3 failed"):
             for part in pool.map(_boom, range(10)):
                 got.append(part.meta)
+                part.release()
     assert got == [0, 1, 2]
 
 
@@ -132,6 +137,21 @@ def test_pool_reports_a_worker_that_died():
     with workers.WorkerPool(processes=2) as pool:
         with pytest.raises(workers.WorkerDied, match="worker process died"):
             list(pool.map(_die, range(6)))
+
+
+def test_pool_holds_parts_until_released_and_waits_for_a_slot():
+    """A caller may keep parts (handing them to a writer thread): new tasks wait for a released slot."""
+    held = []
+    with workers.WorkerPool(processes=1) as pool:
+        for i, part in enumerate(pool.map(_part, [(10, i) for i in range(12)])):
+            held.append((i, part))
+            if len(held) > 3:  # more parts arrive while three are held: their bytes stay intact
+                j, old = held.pop(0)
+                assert bytes(old.data) == bytes([j]) * 10 + b"|"
+                old.release()
+        for j, part in held:
+            assert bytes(part.data) == bytes([j]) * 10 + b"|"
+            part.release()
 
 
 def test_usable_cores_follows_affinity():
