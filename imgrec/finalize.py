@@ -334,8 +334,6 @@ def finalize(
 ) -> dict:
     """Assemble the output; ``listed_classes`` are the class folders listed (default: every class).
 
-    ``warnings``: lines for the manifest's ``warnings`` and the summary's ``Warnings:``.
-
     With ``previous`` (``--incremental``) the new shards are added to that dataset; when
     there is nothing new to add, nothing in the output is touched. ``warnings``: one-line
     warnings found before the job; the manifest and the summary carry them and the ones
@@ -461,7 +459,6 @@ def finalize(
         "increments": previous.batch if previous else 0,
         "identity": dataset_identity(options),
         "options": options.to_json(),
-        "warnings": list(warnings or []),
         **extra,
     }
     if previous is None:
