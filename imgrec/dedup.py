@@ -38,20 +38,20 @@ def resolve_identical(
     members = sorted(refs, key=lambda r: r.relpath)
     if len(members) < 2:
         return members, []
-    paths = [r.relpath for r in members]
-    kept = members[:1] if dedup else members
-    findings = [
-        {
-            "kind": "duplicate",
-            "sha256": sha256,
-            "paths": paths,
-            "split": members[0].split,
-            "kept": [r.relpath for r in kept],
-        }
-    ]
-    labels = {r.relpath: label_names(r.label, classes) for r in members}
+    kept_paths, findings = identical_findings(
+        sha256, [(r.relpath, label_names(r.label, classes)) for r in members], members[0].split, dedup
+    )
+    return [r for r in members if r.relpath in kept_paths], findings
+
+
+def identical_findings(
+    sha256: str, members: Sequence[tuple[str, Sequence[str]]], split: str, dedup: bool
+) -> tuple[set[str], list[dict]]:
+    """For one set of identical files ``(path, label names)`` sorted by path: the paths kept, and the findings."""
+    paths = [path for path, _ in members]
+    kept = paths[:1] if dedup else paths
+    findings = [{"kind": "duplicate", "sha256": sha256, "paths": paths, "split": split, "kept": kept}]
+    labels = {path: list(names) for path, names in members}
     if len({tuple(v) for v in labels.values()}) > 1:
-        findings.append(
-            {"kind": "label_conflict", "sha256": sha256, "paths": paths, "labels": labels, "kept": [r.relpath for r in kept]}
-        )
-    return kept, findings
+        findings.append({"kind": "label_conflict", "sha256": sha256, "paths": paths, "labels": labels, "kept": kept})
+    return set(kept), findings

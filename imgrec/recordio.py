@@ -145,6 +145,41 @@ def frame(payload: bytes) -> list[bytes]:
     return pieces
 
 
+# Below this size the magic word is looked for with bytes.find (one C call, no array set-up);
+# above it with numpy, whose comparison runs without the GIL.
+_FIND_BELOW = 16 << 10
+
+
+def _has_aligned_magic(data) -> bool:
+    if len(data) >= _FIND_BELOW:
+        return bool(aligned_magic_offsets(data))
+    pos = data.find(MAGIC_BYTES)
+    while pos != -1:
+        if pos % 4 == 0:
+            return True
+        pos = data.find(MAGIC_BYTES, pos + 1)
+    return False
+
+
+def frame_parts(head: bytes, body) -> list:
+    """``frame(head + body)`` without copying ``body`` (the image bytes) into one payload first.
+
+    ``head`` is the IRHeader and its label vector, a multiple of 4 bytes long, so
+    every 4-byte-aligned word of the payload lies wholly in one of the two. The
+    rare payload with an aligned magic word is framed by ``frame`` itself.
+    """
+    if len(head) % 4 or MAGIC_BYTES in head or _has_aligned_magic(body):
+        return frame(bytes(head) + bytes(body))
+    size = len(head) + len(body)
+    if size > MAX_RECORD_BYTES:
+        raise RecordIOError("record of %d bytes is too large for RecordIO (limit %d bytes)" % (size, MAX_RECORD_BYTES))
+    pieces = [MAGIC_BYTES + _length_word(FLAG_WHOLE, size) + head, body]
+    pad = -size % 4
+    if pad:
+        pieces.append(b"\0" * pad)
+    return pieces
+
+
 def framed_size(pieces: Sequence[bytes]) -> int:
     return sum(len(p) for p in pieces)
 

@@ -1,0 +1,501 @@
+"""Writing shards without Beam: each shard in parts, each part on any core, the parts joined in order.
+
+A shard's records are ordered by key, so a stretch of them -- a *part*: the
+refs of a key range (from sorted runs) or a slice of a given list -- can be
+read, checked or re-encoded and framed on its own, by a thread or a forked
+worker process (``imgrec.workers``), as long as it knows its first record id.
+``write_part`` does that and returns the framed bytes with the facts about
+them; ``write_shards`` hands every part of every shard to a ``WorkerPool``
+and joins the parts of each shard, in order, into its ``.rec`` while a
+second thread hashes them, then writes the ``.idx`` and, last, the shard's
+completion record (``imgrec.workrecords.ShardRecord``). The bytes are those of
+the whole shard written by one loop: framing does not depend on a record's
+position.
+
+Image bytes exist only here: read, turned into a record and framed inside a
+part, never passed between stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import pickle
+import queue
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Iterator, Sequence
+
+from imgrec import dedup, images, labels, recordio, runs, storage
+from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
+from imgrec.layout import Layout
+from imgrec.options import ConvertOptions
+from imgrec.parallel import ordered_map
+from imgrec.shardplan import PART_IMAGES, RefFilter
+from imgrec.workers import Part, WorkerPool
+from imgrec.workrecords import ShardRecord, WorkRecordError
+
+LOG = logging.getLogger("imgrec.shardwriter")
+
+# Reads in flight per part for s3:// input: a GET of a ~100 KB image waits 20-50 ms,
+# during which one core encodes several images (see docs/benchmark.md).
+S3_READ_THREADS = 16
+
+
+# ---------------------------------------------------------------- one image
+
+
+def read_input(uri: str, max_bytes: int = 0) -> bytes:
+    """Read one input file (a regular file of at most ``max_bytes``, 0 = any size).
+
+    Anything else, and an OS-level failure, becomes a BadImage with a reason tag.
+    """
+    try:
+        return storage.read_bytes(uri, max_bytes)
+    except storage.UnusableFileError as exc:  # not_regular_file, too_large: refused before reading
+        raise images.BadImage(exc.reason, exc.detail) from None
+    except PermissionError:
+        raise images.BadImage("unreadable", "permission denied") from None
+    except FileNotFoundError:
+        raise images.BadImage("missing", "file vanished after listing") from None
+    except IsADirectoryError:
+        raise images.BadImage("unreadable", "is a folder") from None
+    except OSError as exc:
+        raise images.BadImage("unreadable", exc.strerror or str(exc)) from None
+
+
+def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, int]:
+    """The image bytes to store for one input and their shorter edge; raises BadImage when it cannot be stored."""
+    info = images.check_structure(data, options.max_pixels)
+    if options.pass_through:
+        # Stored as is, so it must be what every target reader decodes (GIF, WebP, ... are re-encoded or skipped).
+        images.check_storable(info)
+        if options.validate == "decode":
+            images.full_decode_check(data, options.encode.color)
+        return data, min(info.width, info.height)
+    payload = images.transcode(data, info, options.encode, options.max_pixels)
+    return payload, shorter_edge(payload)
+
+
+def shorter_edge(payload: bytes) -> int:
+    """The shorter side of a stored image (JPEG or PNG), from its header; 0 when it cannot be read."""
+    try:
+        info = images.probe(payload)
+    except images.BadImage:
+        return 0
+    return min(info.width, info.height)
+
+
+def format_lst_line(record_id: int, label, relpath: str) -> str:
+    """One ``.lst`` line the way im2rec.py writes it: index, labels as %f, path."""
+    values = label if isinstance(label, (list, tuple)) else (label,)
+    return "%d\t%s\t%s\n" % (record_id, "\t".join("%f" % float(v) for v in values), relpath)
+
+
+# ---------------------------------------------------------------- what the parts of a job share
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    """What every part of a job shares: options, class names in id order, the resolved label width."""
+
+    options: ConvertOptions
+    classes: tuple[str, ...]
+    label_width: int = 0
+
+    @functools.cached_property
+    def name_to_id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    @functools.cached_property
+    def fingerprint(self) -> bytes:
+        return json.dumps(self.options.fingerprint_fields(), sort_keys=True, default=str).encode()
+
+    def record_label(self, names: Sequence[str]):
+        """The record label of an image with these class names (an id, or a float vector)."""
+        ids = sorted({self.name_to_id[n] for n in names})
+        o = self.options
+        if not o.label_format:
+            return ids[0]
+        return labels.encode_label(ids, o.label_format, self.label_width, o.label_pad)
+
+
+def save_spec(spec: WriteSpec, path: str) -> None:
+    """Write ``spec`` where the parts' workers load it (a local scratch file, read once per process)."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        pickle.dump(spec, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+@functools.lru_cache(maxsize=4)
+def load_spec(path: str) -> WriteSpec:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+# ---------------------------------------------------------------- one part
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """One part of a shard: records ``first_id ..`` -- the given ``refs``, or the refs of ``[lo, hi)`` in ``runs``."""
+
+    spec: str  # path of the saved WriteSpec
+    split: str
+    shard: int
+    first_id: int
+    count: int  # refs planned in this part
+    refs: tuple = ()
+    runs: tuple[str, ...] = ()
+    lo: int = 0
+    hi: int = 0
+    flt: RefFilter = RefFilter()
+    digest_only: bool = False  # --resume: only the digest of the refs, nothing read or written
+
+
+@dataclass
+class PartMeta:
+    """The facts about a part's framed bytes (offsets relative to the part's first byte)."""
+
+    planned: int
+    digest: str
+    ids: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    lst: list[str] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
+    edges: dict[str, int] = field(default_factory=dict)
+    findings: list[dict] = field(default_factory=list)
+
+
+def refs_digest(refs: Iterable[runs.RunRef]) -> str:
+    """What a part is made from: each image's path, size, labels, key and listed version, in order."""
+    h = hashlib.sha256()
+    for r in refs:
+        h.update(("%s\0%d\0%s\0%d\0%s\n" % (r.relpath, r.size, r.labels, r.key, r.version)).encode(
+            "utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _part_refs(job: PartJob) -> tuple[list[runs.RunRef], list[list[runs.RunRef]]]:
+    if job.runs:
+        from imgrec.shardplan import select_refs
+
+        refs, groups = select_refs(job.runs, job.lo, job.hi, job.flt)
+    else:
+        refs, groups = list(job.refs), []
+    if len(refs) != job.count:
+        raise RuntimeError(
+            "part of shard %d of %s holds %d images, the plan says %d (the job's scratch files changed while it ran)"
+            % (job.shard, job.split, len(refs), job.count)
+        )
+    return refs, groups
+
+
+def write_part(job: PartJob) -> Part:
+    """Read, check or re-encode and frame the records of one part (runs in a thread or a worker process)."""
+    spec = load_spec(job.spec)
+    refs, groups = _part_refs(job)
+    meta = PartMeta(len(refs), refs_digest(refs))
+    if job.digest_only:
+        return Part(meta=meta)
+    o = spec.options
+    meta.findings = _identical_findings(groups, job.split, o.dedup)
+    root, limit = o.input, o.max_file_bytes
+
+    def fetch(item):
+        record_id, ref = item
+        try:
+            return record_id, ref, read_input(storage.join(root, ref.relpath), limit), None
+        except images.BadImage as exc:
+            return record_id, ref, None, ErrorRecord(ref.relpath, exc.reason, STAGE_READ, exc.detail)
+
+    work: Iterable = ((job.first_id + i, ref) for i, ref in enumerate(refs))
+    if storage.is_s3(root):
+        work = ordered_map(fetch, work, o.read_threads or S3_READ_THREADS, window=2 * (o.read_threads or S3_READ_THREADS))
+    else:
+        work = map(fetch, work)
+    pieces: list = []
+    pos = 0
+    ids, offsets, lst, errors, edges = meta.ids, meta.offsets, meta.lst, meta.errors, meta.edges
+    for record_id, ref, data, error in work:
+        if error is None:
+            try:
+                payload, edge = image_payload(data, o)
+            except images.BadImage as exc:
+                stage = STAGE_VALIDATE if o.pass_through or exc.reason != "encode_failed" else STAGE_ENCODE
+                error = ErrorRecord(ref.relpath, exc.reason, stage, exc.detail)
+        if error is not None:
+            errors.append(error)
+            continue
+        label = spec.record_label(runs.label_names(ref))
+        framed = recordio.frame_parts(recordio.pack_header(label, record_id), payload)
+        ids.append(record_id)
+        offsets.append(pos)
+        pieces.extend(framed)
+        pos += recordio.framed_size(framed)
+        lst.append(format_lst_line(record_id, label, ref.relpath))
+        if edge:
+            edges[str(edge)] = edges.get(str(edge), 0) + 1
+    return Part(pieces, pos, meta)
+
+
+def _identical_findings(groups, split: str, dedup_on: bool) -> list[dict]:
+    found: list[dict] = []
+    for group in groups:
+        members = [(r.relpath, list(runs.label_names(r))) for r in sorted(group, key=lambda r: r.relpath)]
+        found.extend(dedup.identical_findings(group[0].sha, members, split, dedup_on)[1])
+    return found
+
+
+# ---------------------------------------------------------------- the shards of a job
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """A shard to write: its names, first id, planned images and its parts (in order)."""
+
+    split: str
+    shard: int
+    shards: int
+    first_id: int
+    planned: int
+    parts: tuple[PartJob, ...]
+
+
+def parts_of_refs(spec_path: str, split: str, shard: int, first_id: int, refs: Sequence[runs.RunRef],
+                  size: int = PART_IMAGES) -> tuple[PartJob, ...]:
+    """A shard given as its (ordered) refs, cut into parts of ``size``."""
+    return tuple(
+        PartJob(spec_path, split, shard, first_id + i, len(refs[i:i + size]), refs=tuple(refs[i:i + size]))
+        for i in range(0, len(refs), size)
+    ) or (PartJob(spec_path, split, shard, first_id, 0),)
+
+
+def shard_digest(spec: WriteSpec, work: ShardWork, part_digests: Iterable[str]) -> str:
+    """What a shard was made from: its parts' refs (with versions), first id and the options that shape bytes.
+
+    An input changed in place since the shard was written (same size, a new
+    modification time or ETag) gives another digest, so ``--resume`` writes it again.
+    """
+    h = hashlib.sha256(spec.fingerprint)
+    h.update(b"first_id=%d\n" % work.first_id)
+    for d in part_digests:
+        h.update(d.encode() + b"\n")
+    return h.hexdigest()
+
+
+def completed_record(out: str, record_uri: str, digest: str) -> ShardRecord | None:
+    """A shard's completion record when the shard on storage is complete and unchanged (``--resume``).
+
+    Kept only when the record was made from the same images (same sizes and
+    versions: unchanged since) and options, and the ``.rec`` still hashes to the
+    recorded sha256 and its ``.idx`` exists.
+    """
+    try:
+        record = ShardRecord.loads(storage.read_text(record_uri))
+    except (FileNotFoundError, ValueError, KeyError, TypeError, WorkRecordError, storage.StorageError):
+        return None
+    if record.digest != digest or not storage.exists(storage.join(out, record.idx)):
+        return None
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with storage.open_read(storage.join(out, record.rec)) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+    except (FileNotFoundError, storage.StorageError):
+        return None
+    if h.hexdigest() != record.sha256 or size != record.bytes:
+        return None
+    return replace(record, resumed=True)
+
+
+class _Sink:
+    """Hashes and writes parts in order, on two threads of their own; releases each part when both are done."""
+
+    def __init__(self, f):
+        self._f = f
+        self._hash = hashlib.sha256()
+        self._to_hash: queue.Queue = queue.Queue(maxsize=4)
+        self._to_write: queue.Queue = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._run, args=(self._to_hash, self._hash_one), name="shard-hash", daemon=True),
+            threading.Thread(target=self._run, args=(self._to_write, self._write_one), name="shard-write", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _hash_one(self, item):
+        self._hash.update(item[0])
+        self._to_write.put(item)
+
+    def _write_one(self, item):
+        data, release = item
+        try:
+            self._f.write(data)
+        finally:
+            release()
+
+    def _run(self, source: queue.Queue, work: Callable) -> None:
+        while True:
+            item = source.get()
+            if item is None:
+                if work == self._hash_one:
+                    self._to_write.put(None)
+                return
+            if self._error is not None:
+                item[1]()  # after an error: only give the part back
+                continue
+            try:
+                work(item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                self._error = exc
+                if work == self._hash_one:
+                    item[1]()
+
+    def add(self, data, release: Callable[[], None]) -> None:
+        if self._error is not None:
+            release()
+            raise self._error
+        self._to_hash.put((data, release))
+
+    def close(self) -> str:
+        self._to_hash.put(None)
+        for t in self._threads:
+            t.join()
+        if self._error is not None:
+            raise self._error
+        return self._hash.hexdigest()
+
+
+class _Shard:
+    """One shard being assembled from its parts: the .rec streams in, then .idx and the completion record."""
+
+    def __init__(self, work: ShardWork, spec: WriteSpec, layout: Layout, digest: str = ""):
+        self.work = work
+        self.spec = spec
+        out = spec.options.output
+        self.rec_rel = layout.rec(work.split, work.shard, work.shards)
+        self.idx_rel = layout.idx(work.split, work.shard, work.shards)
+        self.record_uri = storage.join(out, layout.shard_record(work.split, work.shard, work.shards))
+        self.digest = digest
+        self._stack = contextlib.ExitStack()
+        f = self._stack.enter_context(storage.atomic_writer(storage.join(out, self.rec_rel)))
+        self._sink = _Sink(f)
+        self.base = 0
+        self.part_digests: list[str] = []
+        self.ids: list[int] = []
+        self.offsets: list[int] = []
+        self.lst: list[str] = []
+        self.errors: list[ErrorRecord] = []
+        self.edges: dict[str, int] = {}
+        self.findings: list[dict] = []
+
+    def add(self, part: Part) -> None:
+        meta: PartMeta = part.meta
+        base = self.base
+        self.part_digests.append(meta.digest)
+        self.ids.extend(meta.ids)
+        self.offsets.extend(base + o for o in meta.offsets)
+        self.lst.extend(meta.lst)
+        self.errors.extend(meta.errors)
+        for edge, n in meta.edges.items():
+            self.edges[edge] = self.edges.get(edge, 0) + n
+        self.findings.extend(meta.findings)
+        self.base += part.size
+        if part.size:
+            self._sink.add(part.data, part.release)
+        else:
+            part.release()
+
+    def finish(self) -> ShardRecord:
+        sha = self._sink.close()
+        self._stack.close()  # the .rec is renamed into place (or its upload completed)
+        work, out = self.work, self.spec.options.output
+        storage.write_text(storage.join(out, self.idx_rel),
+                           "".join(recordio.format_idx_line(i, o) for i, o in zip(self.ids, self.offsets)))
+        digest = self.digest or shard_digest(self.spec, work, self.part_digests)
+        record = ShardRecord(
+            work.split, work.shard, work.shards, self.rec_rel, self.idx_rel, len(self.lst), work.planned, self.base,
+            sha, digest, work.first_id, tuple(self.offsets), tuple(self.lst), tuple(self.errors), dict(self.edges),
+            tuple(self.findings),
+        )
+        storage.write_text(self.record_uri, record.dumps())
+        return record
+
+    def abort(self) -> None:
+        with contextlib.suppress(BaseException):
+            self._sink.close()
+        # leaving the writer with an exception removes the temporary file (or aborts the upload)
+        with contextlib.suppress(BaseException):
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def write_shards(
+    works: Sequence[ShardWork],
+    spec: WriteSpec,
+    layout: Layout,
+    pool: WorkerPool,
+    progress: Callable[..., None] | None = None,
+) -> Iterator[ShardRecord]:
+    """Write every shard of ``works``: all their parts on ``pool``, each shard's parts joined in order.
+
+    Yields each shard's completion record once the shard is complete (with
+    ``--resume``, first the shards kept from an earlier run).
+    """
+    out = spec.options.output
+    todo: list[tuple[ShardWork, str]] = []
+    # without --resume the digest comes with the parts; with it, first, to find the shards to keep
+    digests = _shard_digests(works, spec, pool) if spec.options.resume else [""] * len(works)
+    for work, digest in zip(works, digests):
+        if spec.options.resume:
+            kept = completed_record(out, storage.join(out, layout.shard_record(work.split, work.shard, work.shards)),
+                                    digest)
+            if kept is not None:
+                if progress:
+                    progress(kept.records, kept.bytes, len(kept.errors))
+                yield kept
+                continue
+        todo.append((work, digest))
+    jobs = (job for work, _ in todo for job in work.parts)
+    parts = pool.map(write_part, jobs)
+    current: _Shard | None = None
+    try:
+        for work, digest in todo:
+            current = _Shard(work, spec, layout, digest)
+            for _ in work.parts:
+                part = next(parts)
+                if progress:
+                    progress(len(part.meta.offsets), part.size, len(part.meta.errors))
+                current.add(part)
+            record = current.finish()
+            current = None
+            yield record
+    finally:
+        if current is not None:
+            current.abort()
+        parts.close()
+
+
+def _shard_digests(works: Sequence[ShardWork], spec: WriteSpec, pool: WorkerPool) -> list[str]:
+    """Each shard's digest: from its parts' refs, read on the pool (cheap: no image is read)."""
+    jobs = [replace(job, digest_only=True) for work in works for job in work.parts]
+    part_digests = [p.meta.digest for p in _released(pool.map(write_part, jobs))]
+    out, i = [], 0
+    for work in works:
+        out.append(shard_digest(spec, work, part_digests[i:i + len(work.parts)]))
+        i += len(work.parts)
+    return out
+
+
+def _released(parts: Iterable[Part]) -> Iterator[Part]:
+    for part in parts:
+        part.release()
+        yield part

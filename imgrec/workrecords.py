@@ -1,0 +1,102 @@
+"""The records the job leaves under ``OUT/_work/`` between its stages: small, typed, versioned.
+
+Each is a frozen dataclass with ``to_json``/``from_json`` (in the manner of
+TFDS's ``_ShardInfo``) and a ``VERSION``; a record of another version is
+refused with ``WorkRecordError`` instead of being misread. They are the
+protocol between the stages, whichever runner and process runs each stage:
+
+* ``ShardRecord``  ``_work/shards/<split>-<name>.json``: one shard is complete (written last, after its .rec/.idx)
+* ``Failure``      ``_work/failures/<id>.json``: why a stage stopped the job, with the exit code for the command
+* ``imgrec.shardplan.Plan``  ``_work/plan.json``: every shard task of the job
+
+No Beam here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from imgrec.errors import ErrorRecord, from_json as error_from_json
+
+
+class WorkRecordError(ValueError):
+    """A record under _work/ that this version cannot read."""
+
+
+def _check_version(cls, d: Mapping) -> None:
+    if d.get("version") != cls.VERSION:
+        raise WorkRecordError("%s record of version %r, expected %d" % (cls.__name__, d.get("version"), cls.VERSION))
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """A written shard: where it is, what it holds, and what it was made from (for --resume)."""
+
+    VERSION = 2
+
+    split: str
+    shard: int
+    shards: int
+    rec: str  # paths relative to the output root
+    idx: str
+    records: int  # records written
+    planned: int  # images planned (written + skipped)
+    bytes: int
+    sha256: str
+    digest: str  # what it was made from (images, versions, first id, options): compared by --resume
+    first_id: int = 0
+    offsets: tuple[int, ...] = ()  # byte offset of each record in the .rec
+    lst: tuple[str, ...] = ()  # the .lst line of each record, in order
+    errors: tuple[ErrorRecord, ...] = ()  # inputs of this shard that were skipped
+    shorter_edges: dict[str, int] = field(default_factory=dict)  # shorter image side -> images
+    findings: tuple[dict, ...] = ()  # report items found while writing (identical files)
+    resumed: bool = False  # kept from an earlier run by --resume (never stored as True)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("resumed")
+        d["version"] = self.VERSION
+        d["offsets"] = list(self.offsets)
+        d["lst"] = list(self.lst)
+        d["errors"] = [e.to_json() for e in self.errors]
+        d["findings"] = list(self.findings)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ShardRecord":
+        _check_version(cls, d)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        values["offsets"] = tuple(d.get("offsets", ()))
+        values["lst"] = tuple(d.get("lst", ()))
+        values["errors"] = tuple(error_from_json(e) for e in d.get("errors", ()))
+        values["findings"] = tuple(d.get("findings", ()))
+        return cls(**values)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), ensure_ascii=False)
+
+    @classmethod
+    def loads(cls, text: str) -> "ShardRecord":
+        return cls.from_json(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a stage of the job stopped it: what the command prints, and its exit code."""
+
+    VERSION = 1
+
+    message: str
+    exit_code: int = 1
+    kind: str = ""  # the error class, for logs and tests
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.VERSION, "message": self.message, "exit_code": self.exit_code, "kind": self.kind}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Failure":
+        _check_version(cls, d)
+        return cls(d["message"], int(d.get("exit_code", 1)), d.get("kind", ""))
