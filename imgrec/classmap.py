@@ -21,12 +21,13 @@ import unicodedata
 from typing import Mapping
 
 from imgrec import storage
+from imgrec.errors import UsageError
 
 # New classes are listed one by one up to this many in an error message.
 _SHOWN = 5
 
 
-class ClassMapError(ValueError):
+class ClassMapError(UsageError):
     """The class map cannot be used, or does not cover the classes found (message says which and what to do)."""
 
 

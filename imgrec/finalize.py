@@ -46,7 +46,7 @@ from typing import Any, Sequence
 
 from imgrec import crashpoints, findings, progress, storage
 from imgrec.dataset_warnings import WarningList, empty_classes
-from imgrec.errors import ErrorRecord, from_json, to_jsonl
+from imgrec.errors import ErrorRecord, JobFailed, UsageError, from_json, to_jsonl
 from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, REPORT, SAGEMAKER, SINGLE, SUMMARY, WORK, Layout
 from imgrec.errors import STAGE_LIST
 from imgrec.options import ConvertOptions, error_limit
@@ -74,15 +74,17 @@ ROOT_FILES = (MANIFEST, SUMMARY, ERRORS, CLASSES_JSON, LABELS_TXT, REPORT, SAGEM
 COPY_BUFFER = 8 << 20
 
 
-class OutputError(RuntimeError):
+class OutputError(UsageError):
     """The output folder cannot be used as asked (message says why and what to do)."""
 
 
-class IncompleteError(RuntimeError):
+class IncompleteError(JobFailed):
     """The job ended without every planned shard: no manifest is written."""
 
+    prefix = "the job did not complete, no manifest written: "
 
-class TooManyErrorsError(RuntimeError):
+
+class TooManyErrorsError(JobFailed):
     """More inputs were skipped than --max-errors allows: no manifest is written."""
 
 

@@ -14,10 +14,11 @@ import json
 from dataclasses import dataclass
 
 from imgrec import storage
+from imgrec.errors import UsageError
 from imgrec.layout import CLASSES_JSON, INCREMENT_SUFFIX, MANIFEST
 
 
-class IncrementalError(ValueError):
+class IncrementalError(UsageError):
     """The output cannot take an increment as asked (message says why)."""
 
 

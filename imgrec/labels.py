@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Mapping, Sequence
 
 from imgrec import storage
+from imgrec.errors import UsageError
 
 FORMAT_LST, FORMAT_CSV, FORMAT_JSONL, FORMAT_MANIFEST = "lst", "csv", "jsonl", "manifest"
 FORMATS = (FORMAT_LST, FORMAT_CSV, FORMAT_JSONL, FORMAT_MANIFEST)
@@ -92,17 +93,20 @@ class LabelLineError(ValueError):
     """What is wrong with one line (the caller adds the file and line number)."""
 
 
-class LabelFileError(ValueError):
-    """The label file cannot be used; ``lines`` holds one message per problem, each naming its line."""
+class LabelFileError(UsageError):
+    """The label file cannot be used; ``problems`` holds one message per problem, each naming its line."""
 
     def __init__(self, uri: str, lines: Sequence[str], total: int | None = None):
         self.uri = uri
-        self.lines = list(lines)
-        self.total = len(self.lines) if total is None else total
-        more = self.total - len(self.lines)
+        self.problems = list(lines)
+        self.total = len(self.problems) if total is None else total
+        more = self.total - len(self.problems)
         if more > 0:
-            self.lines.append("%s: ... and %d more problem lines" % (uri, more))
-        super().__init__("\n".join(self.lines))
+            self.problems.append("%s: ... and %d more problem lines" % (uri, more))
+        super().__init__("\n".join(self.problems))
+
+    def lines(self) -> list[str]:
+        return list(self.problems)
 
 
 @dataclass(frozen=True)

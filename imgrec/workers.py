@@ -39,6 +39,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+from imgrec.errors import JobFailed
+
 LOG = logging.getLogger(__name__)
 
 # A part's bytes travel in one shared-memory slot of this size; a larger part
@@ -47,7 +49,7 @@ LOG = logging.getLogger(__name__)
 SLOT_BYTES = 32 << 20
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(JobFailed):
     """A worker process ended without finishing its task (a crash or a kill)."""
 
 

@@ -489,7 +489,7 @@ def run(argv: list[str] | None = None) -> int:
             warnings=dataset.warnings,
         )
     except LabelFileError as exc:
-        for line in exc.lines:
+        for line in exc.lines():
             print("error: %s" % line, file=sys.stderr)
         return 2
     except (UsageError, OutputError, ClassMapError, IncrementalError) as exc:

@@ -155,8 +155,8 @@ def test_each_malformed_line_is_named_by_its_number(tmp_path, name, text, messag
     path.write_bytes(text.encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
     with pytest.raises(LabelFileError) as info:
         labels.scan_label_file(str(path), str(tmp_path / "root"), (".jpg",))
-    assert len(info.value.lines) == 1, info.value.lines
-    assert info.value.lines[0].startswith(str(path) + " "), info.value.lines
+    assert len(info.value.lines()) == 1, info.value.lines()
+    assert info.value.lines()[0].startswith(str(path) + " "), info.value.lines()
     assert message in info.value.lines[0], info.value.lines
 
 
