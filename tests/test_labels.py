@@ -155,16 +155,16 @@ def test_each_malformed_line_is_named_by_its_number(tmp_path, name, text, messag
     path.write_bytes(text.encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
     with pytest.raises(LabelFileError) as info:
         labels.scan_label_file(str(path), str(tmp_path / "root"), (".jpg",))
-    assert len(info.value.lines()) == 1, info.value.lines()
-    assert info.value.lines()[0].startswith(str(path) + " "), info.value.lines()
-    assert message in info.value.lines[0], info.value.lines
+    assert len(info.value.problems) == 1, info.value.problems
+    assert info.value.problems[0].startswith(str(path) + " "), info.value.problems
+    assert message in info.value.problems[0], info.value.problems
 
 
 def test_many_bad_lines_are_listed_then_counted(tmp_path):
     text = "".join("img/%d.jpg\n" % i for i in range(30))
     with pytest.raises(LabelFileError) as info:
         scan(tmp_path, "many.csv", text)
-    lines = info.value.lines
+    lines = info.value.problems
     assert info.value.total == 30
     assert [l.split(":")[0] for l in lines[:20]] == ["%s line %d" % (tmp_path / "many.csv", i) for i in range(1, 21)]
     assert lines[-1].endswith("... and 10 more problem lines")
@@ -400,13 +400,13 @@ def test_lst_auto_reading_follows_the_rule(tmp_path, text, reading, ids):
 def test_lst_refusals_name_the_columns_and_the_flags(tmp_path):
     with pytest.raises(LabelFileError) as info:  # read as multi-hot: 2 of 4 classes on line 1
         scan(tmp_path, "m.lst", "0\t1\t0\t1\t0\ta.jpg\n1\t0\t0\t1\t0\tb.jpg\n")
-    assert info.value.lines == [
+    assert info.value.problems == [
         "%s line 1: 4 label columns, read as a multi-hot vector over 4 classes (every line has 4 columns of 0s and "
         "1s), hold 2 labels, but the output is single-label: pass --label-format multi-hot or class-ids for "
         "multi-label records, or --labels-as class-ids if the columns are class ids" % (tmp_path / "m.lst")]
     with pytest.raises(LabelFileError) as info:  # the widths differ: class ids, and line 1 has two of them
         scan(tmp_path, "c.lst", "0\t1\t0\ta.jpg\n1\t1\tb.jpg\n")
-    assert info.value.lines == [
+    assert info.value.problems == [
         "%s line 1: 2 label columns, read as class ids, give 2 labels (0, 1), but the output is single-label: pass "
         "--label-format multi-hot or class-ids for multi-label records, or --labels-as multi-hot if the columns "
         "are one 0/1 per class" % (tmp_path / "c.lst")]
@@ -444,9 +444,9 @@ def test_lst_read_as_class_ids_on_purpose_warns_when_it_looks_multi_hot(tmp_path
 def test_csv_auto_refuses_a_mix_at_the_first_line_that_breaks_the_pattern(tmp_path, text, line, message):
     with pytest.raises(LabelFileError) as info:
         scan(tmp_path, "x.csv", text, single_label=False)
-    assert len(info.value.lines) == 1 and info.value.lines[0].startswith("%s line %d: " % (tmp_path / "x.csv", line))
-    assert message in info.value.lines[0]
-    assert "--labels-as names" in info.value.lines[0]
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith("%s line %d: " % (tmp_path / "x.csv", line))
+    assert message in info.value.problems[0]
+    assert "--labels-as names" in info.value.problems[0]
 
 
 def test_csv_and_jsonl_auto_readings(tmp_path):
