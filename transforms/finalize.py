@@ -1,0 +1,70 @@
+"""Finalize: the last step of the pipeline -- every shard written -> lists, class map, report, manifest last.
+
+It waits for everything the dataset is made of: each shard's summary (its
+completion record is under ``_work/shards/``) and each fragment of the report
+(``_work/report/``). Then, in one task, ``imgrec.finalize.finalize`` writes the
+``.lst`` files and merged indexes, ``classes.json`` and ``labels.txt``,
+``report.jsonl``, ``errors.jsonl``, ``sagemaker.json``, ``summary.txt`` and,
+last, ``manifest.json`` (an increment's commit: see that module). Like
+``filebasedsink``'s finalize, it reads only what the earlier steps left on
+storage, so it runs on any runner and can run again after a crash.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import apache_beam as beam
+
+from imgrec import finalize
+
+# Tags of what Finalize waits for.
+_SHARD, _FRAGMENT = "shard", "fragment"
+
+
+class _FinalizeFn(beam.DoFn):
+    def __init__(self, job):
+        self.job = job
+
+    def setup(self):
+        self.job.options.env().apply()
+
+    def process(self, ends):
+        # ends: [(tag, value)] for every shard written and every report fragment
+        from transforms.write_recordio import close_pools, record_failure
+
+        job = self.job
+        try:
+            manifest = finalize.finalize(
+                job.options, previous=job.previous, warnings=job.warnings, started=job.started,
+                shards_written=sum(1 for tag, _ in ends if tag == _SHARD),
+            )
+        except finalize.ImgrecError as exc:
+            record_failure(job.options.output, exc)
+            raise
+        finally:
+            close_pools()
+            if job.scratch_is_temp:
+                shutil.rmtree(job.scratch, ignore_errors=True)
+        yield manifest
+
+
+class Finalize(beam.PTransform):
+    """(PCollection of shard summaries, PCollection of report fragments written) -> PCollection[manifest]."""
+
+    def __init__(self, job):
+        super().__init__()
+        self._job = job
+
+    def expand(self, pcolls):
+        written, fragments = pcolls
+        # (tag, value): one element per end the dataset waits for; all of them in one list
+        ends = (
+            written | "TagShards" >> beam.Map(lambda s: (_SHARD, s)),
+            fragments | "TagFragments" >> beam.Map(lambda f: (_FRAGMENT, f)),
+        ) | "AllEnds" >> beam.Flatten()
+        return (
+            ends
+            | "CollectEnds" >> beam.combiners.ToList()
+            | "AssembleDataset" >> beam.ParDo(_FinalizeFn(self._job))
+        )
