@@ -21,7 +21,7 @@ POINTS = (
     "before-manifest",  # everything of the new state written but the manifest
     "manifest-written",  # the manifest switched; the old state's files not yet removed
     "stale-removed",  # the old state's files removed; _work not yet cleared
-    # S3 multipart uploads (imgrec/s3.py)
+    # S3 multipart uploads (imgrec/storage/s3.py)
     "multipart-part-sent",  # an upload recorded under _work/uploads/ and its first part sent
 )
 
