@@ -64,7 +64,7 @@ OWNER_MARK = ".imgrec-output"
 PLAN = WORK + "/plan.json"
 # The data files of a dataset being replaced (its manifest is removed first), kept until the new one is complete.
 REPLACED = WORK + "/replaced.json"
-# Where every multipart upload to an s3:// output is recorded while it is open (imgrec.s3.upload_journal).
+# Where every multipart upload to an s3:// output is recorded while it is open (S3Settings.upload_journal).
 UPLOADS = WORK + "/uploads"
 # Everything this tool writes under _work; anything else there is someone else's.
 WORK_ENTRIES = (PLAN, REPLACED, UPLOADS, WORK + "/shards", WORK + "/listing", progress.PROGRESS_DIR, findings.REPORT_DIR)
@@ -219,9 +219,7 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
     out = options.output
     manifest_uri = storage.join(out, MANIFEST)
     if storage.is_s3(out):
-        from imgrec import s3
-
-        s3.abort_recorded_uploads(storage.join(out, UPLOADS))
+        storage.abort_recorded_uploads(storage.join(out, UPLOADS))
     existing = storage.list_recursive(out)
     mark = _read_mark(out) if OWNER_MARK in existing else None
     if previous is None and MANIFEST in existing:
@@ -617,21 +615,13 @@ def _clear_work(out: str) -> None:
 def write_single_file(out: str, layout: Layout, split: str, shard_docs: list[dict], merged_idx: str) -> dict:
     """``--single-file``: the split's shards concatenated into one .rec, and the merged index as its .idx.
 
-    On S3 the shards are copied server-side (``imgrec.s3.concatenate``);
+    On S3 the shards are copied server-side (``imgrec.storage.concatenate``);
     locally they are streamed into the new file.
     """
     rec_rel, idx_rel = layout.single_rec(split), layout.single_idx(split)
     dest = storage.join(out, rec_rel)
     sources = [(storage.join(out, s["rec"]), s["bytes"]) for s in shard_docs]
-    if storage.is_s3(out):
-        from imgrec import s3
-
-        s3.concatenate(dest, sources)
-    else:
-        with storage.atomic_writer(dest) as f:
-            for uri, _ in sources:
-                with storage.open_read(uri) as src:
-                    shutil.copyfileobj(src, f, COPY_BUFFER)
+    storage.concatenate(dest, sources)
     storage.write_text(storage.join(out, idx_rel), merged_idx)
     return {
         "rec": rec_rel,

@@ -335,7 +335,7 @@ def _config_value(path: str, key: str, opt: Opt, value: Any) -> Any:
 
 @dataclass(frozen=True)
 class S3Settings:
-    """How to reach S3; carried to every worker and applied there by ``imgrec.s3.configure``.
+    """How to reach S3; carried to every worker and applied there by ``imgrec.env.WorkerEnv.apply``.
 
     No credentials here: boto3 finds them (environment, profile, instance role).
     """

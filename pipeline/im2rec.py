@@ -26,7 +26,8 @@ import shutil
 import sys
 import uuid
 
-from imgrec import images, s3, storage
+from imgrec import images, storage
+from imgrec.env import WorkerEnv
 from imgrec.im2rec_compat import (
     DEFAULT_EXTS,
     WORK_MARK,
@@ -278,7 +279,7 @@ def worker_threads(ns: argparse.Namespace, local_run: bool) -> int:
     return 1
 
 
-def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int:
+def make_records(ns: argparse.Namespace, beam_args: list[str], env: WorkerEnv) -> int:
     import apache_beam as beam
 
     from pipeline.run import pipeline_options, runs_in_process
@@ -331,7 +332,7 @@ def make_records(ns: argparse.Namespace, beam_args: list[str], s3_config) -> int
             p
             # Fragment(lst, index, count, ByteRange), spread over the workers
             | "Fragments" >> beam.Create(fragments)
-            | "PackList" >> PackList(settings, work_root, threads, s3_config)
+            | "PackList" >> PackList(settings, work_root, threads, env)
         )
         p.run().wait_until_finish()
         summaries = []
@@ -384,10 +385,10 @@ def run(argv: list[str] | None = None) -> int:
                 raise UsageError("unrecognized arguments: %s" % " ".join(beam_args))
         else:
             check_beam_args(beam_args)
-        s3_config = s3_settings(ns)
-        s3.configure(s3_config)
+        env = WorkerEnv(s3=s3_settings(ns))
+        env.apply()
         ns.prefix, ns.root = normalize(ns.prefix), normalize(ns.root)
-        return make_lists(ns) if ns.list else make_records(ns, beam_args, s3_config)
+        return make_lists(ns) if ns.list else make_records(ns, beam_args, env)
     except (UsageError, OptionsError, storage.StorageError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2

@@ -29,7 +29,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from imgrec import s3, storage
+from imgrec import storage
+from imgrec.env import WorkerEnv
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.finalize import (
     OWNER_MARK,
@@ -313,8 +314,8 @@ def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], s
         class_elems = p | "Classes" >> beam.Create(listed)
         # [ImageRef(relpath, size, label, split, key)]
         batches = class_elems | "ListImages" >> ListImages(
-            options.input, options.output, layout, options.exts, options.ratios, options.split_seed, options.s3,
-            options.max_file_bytes,
+            options.input, options.output, layout, options.exts, options.ratios, options.split_seed,
+            WorkerEnv.from_options(options), options.max_file_bytes,
         )
         if not (options.check_duplicates or options.stratify):
             return batches
@@ -334,7 +335,7 @@ def build_front(p: beam.Pipeline, options: ConvertOptions, classes: list[str], s
     elif options.check_duplicates:
         refs = units | "UnitRefs" >> beam.FlatMap(lambda u: u.refs)
     if findings is not None:
-        findings | "WriteFindings" >> WriteFindings(options.output, options.s3)
+        findings | "WriteFindings" >> WriteFindings(options.output, WorkerEnv.from_options(options))
     return refs | "BatchRefs" >> BatchRefs()
 
 
@@ -351,13 +352,13 @@ def build_pipeline(
         batches = (
             batches
             | "RefsToCheck" >> beam.FlatMap(lambda batch: batch)
-            | "ExcludeExisting" >> ExcludeExisting(previous.lists(options.output), options.s3)
+            | "ExcludeExisting" >> ExcludeExisting(previous.lists(options.output), WorkerEnv.from_options(options))
             | "BatchNew" >> BatchRefs()
         )
     # ((split, shard, shards), first_id, [ImageRef])
     groups = batches | "PlanShards" >> PlanShards(
-        options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.s3,
-        first_ids=previous.next_ids() if previous else None,
+        options.ratios, options.shard_size_mb, options.images_per_shard, options.output,
+        WorkerEnv.from_options(options), first_ids=previous.next_ids() if previous else None,
     )
     # {split, shard, shards, records, bytes, sha256}
     written = groups | "WriteShards" >> WriteShards(options, layout)
@@ -444,8 +445,7 @@ def run(argv: list[str] | None = None) -> int:
     started = STARTED
     options = journal_uploads(options)
     try:
-        s3.configure(options.s3)
-        storage.set_fsync(options.fsync)
+        WorkerEnv.from_options(options).apply()
         incremental = options.incremental and storage.exists(storage.join(options.output, MANIFEST))
         if incremental and not options.dry_run:
             restore_committed(options.output)  # an increment that crashed before its commit may have rewritten them

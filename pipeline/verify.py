@@ -69,10 +69,10 @@ def add_s3_flags(parser: argparse.ArgumentParser, writes: bool = False) -> None:
 
 def configure_s3(args: argparse.Namespace) -> None:
     """Apply the S3 flags (checked like pipeline.run's); raises OptionsError with a one-line message."""
-    from imgrec import s3
+    from imgrec.env import WorkerEnv
     from imgrec.options import s3_settings
 
-    s3.configure(s3_settings(args))
+    WorkerEnv(s3=s3_settings(args)).apply()
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -248,7 +248,7 @@ def test_foreign_folder_is_not_written_into(sample_dir, tmp_path):
 
 def test_fsync_only_with_the_flag(tmp_path, monkeypatch):
     """Local files are flushed to disk before their rename only with --fsync (in-process run)."""
-    from imgrec import storage
+    from imgrec.env import WorkerEnv
     from pipeline import run as run_module
 
     synced = []
@@ -259,7 +259,7 @@ def test_fsync_only_with_the_flag(tmp_path, monkeypatch):
         assert synced == []
         assert run_module.run(["--input", str(SAMPLE), "--output", str(tmp_path / "durable"), "--quiet", "--fsync"]) == 0
     finally:
-        storage.set_fsync(False)
+        WorkerEnv().apply()  # this process's defaults again
     names = {os.path.basename(p).split(".tmp-")[0].lstrip(".") for p in synced}
     manifest = load_manifest(tmp_path / "durable")
     shard_files = {os.path.basename(s[k]) for split in manifest["splits"].values() for s in split["shards"] for k in ("rec", "idx")}

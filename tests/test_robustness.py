@@ -17,7 +17,7 @@ import pytest
 
 import imagefactory as fac
 from conftest import REPO, SAMPLE, load_manifest, run_cli
-from imgrec import planning, recordio
+from imgrec import crashpoints, planning, recordio
 
 
 def records_by_path(out: Path):
@@ -185,6 +185,23 @@ def tree_bytes(out: Path, skip=("manifest.json", "summary.txt")):
     }
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of the process group ``pgid`` that have not exited (zombies waiting to be reaped do not count)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'
+                state, _, pgrp = f.read().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if int(pgrp) == pgid and state != "Z":
+            alive.append(int(entry))
+    return alive
+
+
 def test_sigkill_leaves_nothing_final_looking_and_reruns_match(tmp_path):
     root = tmp_path / "in"
     make_many(root, 600, size=(320, 240))
@@ -192,21 +209,31 @@ def test_sigkill_leaves_nothing_final_looking_and_reruns_match(tmp_path):
     clean = tmp_path / "clean"
     run_cli(*args, "--output", clean)
 
+    # The job is held, not raced: from the third shard completed on, each process of the job that
+    # completes one waits there (imgrec/crashpoints.py), so the job cannot finish before it is killed.
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.run", *args, "--output", str(out)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    shard_records = out / "_work" / "shards"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if shard_records.is_dir() and len(list(shard_records.glob("[!.]*.json"))) >= 3:
-            break
+    tickets = tmp_path / "tickets"
+    tickets.mkdir()
+    hold = {crashpoints.HOLD_ENV: "shard-recorded:3", crashpoints.HOLD_DIR_ENV: str(tickets)}
+    log = tmp_path / "held.log"  # a file, not a pipe: a pipe nobody reads could block the job
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.run", *args, "--output", str(out)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, env={**os.environ, **hold},
+        )
+    third = Path(crashpoints.ticket_path(str(tickets), "shard-recorded", 3))
+    deadline = time.monotonic() + 600  # a bound for a broken job only: a working one holds within seconds
+    while not third.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert proc.poll() is None, "the job finished before it could be killed; make the input bigger"
+    assert proc.poll() is None, "the held job exited: %s" % log.read_text(errors="replace")
+    assert third.exists(), "no third shard was completed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)  # let orphaned workers (if any) die with their pipes
+    # every process of the job is gone before the output is looked at (SIGKILL cannot be caught)
+    while live_group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not live_group_members(proc.pid)
+    shard_records = out / "_work" / "shards"
 
     assert not (out / "manifest.json").exists()
     done = {json.loads(p.read_text())["rec"]: json.loads(p.read_text()) for p in shard_records.glob("[!.]*.json")}

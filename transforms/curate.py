@@ -24,7 +24,8 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import dedup, findings, s3, storage
+from imgrec import dedup, findings, storage
+from imgrec.env import WorkerEnv
 from imgrec.parallel import ordered_map
 from imgrec.planning import ImageRef, assign_split, key_in_split, quota_counts, split_of_rank, stratify_bucket
 
@@ -73,15 +74,15 @@ def hash_batch(refs, input_root: str, seed: str, ratios, threads: int, max_bytes
 
 
 class _HashFn(beam.DoFn):
-    def __init__(self, input_root, seed, ratios, threads, s3_settings, max_bytes=0):
+    def __init__(self, input_root, seed, ratios, threads, env: WorkerEnv, max_bytes=0):
         self._args = (input_root, seed, ratios)
         self._max_bytes = max_bytes
         self._threads = threads
-        self._s3 = s3_settings
+        self._env = env
         self._hashed = Metrics.counter("imgrec", "images_hashed")
 
     def setup(self):
-        s3.configure(self._s3)
+        self._env.apply()
         self._pool_threads = self._threads or os.cpu_count() or 1
 
     def process(self, element):
@@ -122,7 +123,9 @@ class GroupIdentical(beam.PTransform):
             # (as every stage here: it is translated by every runner).
             | "KeyForHashing" >> beam.Map(lambda r: (r.key % HASH_GROUPS, r))
             | "GroupForHashing" >> beam.GroupByKey()
-            | "HashContent" >> beam.ParDo(_HashFn(o.input, o.split_seed, o.ratios, o.threads, o.s3, o.max_file_bytes))
+            | "HashContent" >> beam.ParDo(
+                _HashFn(o.input, o.split_seed, o.ratios, o.threads, WorkerEnv.from_options(o), o.max_file_bytes)
+            )
             | "GroupByContent" >> beam.GroupByKey()
             | "ResolveIdentical" >> beam.FlatMap(_resolve_group, o.dedup, self._classes)
         )
@@ -230,11 +233,11 @@ class Stratify(beam.PTransform):
 # ---------------------------------------------------------------- findings
 
 
-def _write_fragment(element, output: str, s3_settings):
+def _write_fragment(element, output: str, env: WorkerEnv | None):
     # element: (fragment, [(kind, count, item) | None]) -> fragment path
     index, values = element
-    if s3_settings is not None:
-        s3.configure(s3_settings)
+    if env is not None:
+        env.apply()
     doc = findings.fragment_document(v for v in values if v is not None)
     path = storage.join(output, findings.fragment_path(index))
     storage.write_text(path, json.dumps(doc, ensure_ascii=False, sort_keys=True))
@@ -244,10 +247,10 @@ def _write_fragment(element, output: str, s3_settings):
 class WriteFindings(beam.PTransform):
     """PCollection[(kind, count, item)] -> every fragment of the report written under ``_work/report/``."""
 
-    def __init__(self, output: str, s3_settings=None):
+    def __init__(self, output: str, env: WorkerEnv | None = None):
         super().__init__()
         self._output = output
-        self._s3 = s3_settings
+        self._env = env
 
     def expand(self, found):
         # (fragment, (kind, n, None)): counts summed per kind first, so a count-only kind
@@ -270,5 +273,5 @@ class WriteFindings(beam.PTransform):
             (counts, items, every)
             | "JoinFragments" >> beam.Flatten()
             | "GroupFragments" >> beam.GroupByKey()
-            | "WriteFragment" >> beam.Map(_write_fragment, self._output, self._s3)
+            | "WriteFragment" >> beam.Map(_write_fragment, self._output, self._env)
         )

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from imgrec import s3, storage
+from imgrec import storage
+from imgrec.env import WorkerEnv
 
 _OLD, _NEW = 0, 1
 
 
-def _paths_in_list(uri: str, s3_settings):
+def _paths_in_list(uri: str, env: WorkerEnv | None):
     # uri: one .lst -> (relpath, (_OLD, None)) per line
-    if s3_settings is not None:
-        s3.configure(s3_settings)
+    if env is not None:
+        env.apply()
     with storage.open_read(uri) as f:
         for raw in f:
             line = raw.decode("utf-8", "surrogateescape").rstrip("\n")
@@ -38,16 +39,16 @@ def _new_only(element):
 class ExcludeExisting(beam.PTransform):
     """PCollection[ImageRef] -> PCollection[ImageRef] not listed in any of ``lists``."""
 
-    def __init__(self, lists: list[str], s3_settings=None):
+    def __init__(self, lists: list[str], env: WorkerEnv | None = None):
         super().__init__()
         self._lists = list(lists)
-        self._s3 = s3_settings
+        self._env = env
 
     def expand(self, refs):
         existing = (
             refs.pipeline
             | "ExistingLists" >> beam.Create(self._lists)
-            | "ExistingPaths" >> beam.FlatMap(_paths_in_list, self._s3)
+            | "ExistingPaths" >> beam.FlatMap(_paths_in_list, self._env)
         )
         listed = refs | "KeyByPath" >> beam.Map(lambda r: (r.relpath, (_NEW, r)))
         return (

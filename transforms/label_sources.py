@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import classmap, findings, labels, s3, storage
+from imgrec import classmap, findings, labels, storage
+from imgrec.env import WorkerEnv
 from imgrec.options import ConvertOptions
 from imgrec.planning import ImageRef, assign_split, image_key
 from imgrec.finalize import OWNER_MARK
@@ -84,14 +85,14 @@ def _with_names(spec: labels.LabelSpec, classes) -> labels.LabelSpec:
 
 
 class _ParseChunkFn(beam.DoFn):
-    def __init__(self, spec: labels.LabelSpec, s3_settings):
+    def __init__(self, spec: labels.LabelSpec, env: WorkerEnv):
         self._spec = spec
-        self._s3 = s3_settings
+        self._env = env
         self._lines = Metrics.counter("imgrec", "label_lines")
 
     def setup(self):
         # Beam's own --s3_* options do not reach these workers: apply ours in every process.
-        s3.configure(self._s3)
+        self._env.apply()
 
     def process(self, chunk):
         # chunk: labels.Chunk -> (relpath, (_ENTRY, (line, class ids)))
@@ -125,14 +126,14 @@ def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
 
 
 class _ListFolderFn(beam.DoFn):
-    def __init__(self, input_root: str, exts, s3_settings):
+    def __init__(self, input_root: str, exts, env: WorkerEnv):
         self._input = input_root
         self._exts = exts
-        self._s3 = s3_settings
+        self._env = env
         self._listed = Metrics.counter("imgrec", "images_listed")
 
     def setup(self):
-        s3.configure(self._s3)
+        self._env.apply()
 
     def process(self, folder):
         # folder: a top-level folder name, or "" for the files directly in --input
@@ -217,7 +218,7 @@ class LabelSources(beam.PTransform):
             # Spread the chunks over workers before parsing (Create may hand them all to one).
             | "SpreadChunks" >> beam.GroupByKey()
             | "UnkeyChunks" >> beam.FlatMap(lambda kv: kv[1])
-            | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, options.s3))
+            | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, WorkerEnv.from_options(options)))
         )
         # (MAIN, (relpath, (_FILE, (size, version)) | (_BAD, error))) | (FOUND, finding)
         listed = (
@@ -225,7 +226,7 @@ class LabelSources(beam.PTransform):
             | "Folders" >> beam.Create(list(enumerate(folders)))
             | "SpreadFolders" >> beam.GroupByKey()
             | "UnkeyFolders" >> beam.FlatMap(lambda kv: kv[1])
-            | "ListFolder" >> beam.ParDo(_ListFolderFn(options.input, options.exts, options.s3))
+            | "ListFolder" >> beam.ParDo(_ListFolderFn(options.input, options.exts, WorkerEnv.from_options(options)))
         )
         # (MAIN, ImageRef) | (FOUND, finding)
         joined = (

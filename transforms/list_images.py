@@ -15,7 +15,8 @@ import posixpath
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import s3, storage
+from imgrec import storage
+from imgrec.env import WorkerEnv
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.finalize import OWNER_MARK
 from imgrec.layout import Layout
@@ -76,7 +77,8 @@ def list_class(
 
 
 class _ListClassFn(beam.DoFn):
-    def __init__(self, input_root, output_root, layout: Layout, exts, ratios, seed, s3_settings=None, max_bytes=0):
+    def __init__(self, input_root, output_root, layout: Layout, exts, ratios, seed, env: WorkerEnv | None = None,
+                 max_bytes=0):
         self._input = input_root
         self._max_bytes = max_bytes
         self._output = output_root
@@ -84,14 +86,14 @@ class _ListClassFn(beam.DoFn):
         self._exts = exts
         self._ratios = ratios
         self._seed = seed
-        self._s3 = s3_settings
+        self._env = env
         self._listed = Metrics.counter("imgrec", "images_listed")
         self._errors = Metrics.counter("imgrec", "list_errors")
 
     def setup(self):
         # Beam's own --s3_* options do not reach these workers: apply ours in every process.
-        if self._s3 is not None:
-            s3.configure(self._s3)
+        if self._env is not None:
+            self._env.apply()
 
     def process(self, element):
         # element: (class_index, class_name)
@@ -121,9 +123,9 @@ class _ListClassFn(beam.DoFn):
 class ListImages(beam.PTransform):
     """PCollection[(class_index, class_name)] -> PCollection[list[ImageRef]] (batches of one class)."""
 
-    def __init__(self, input_root, output_root, layout, exts, ratios, seed, s3_settings=None, max_bytes=0):
+    def __init__(self, input_root, output_root, layout, exts, ratios, seed, env: WorkerEnv | None = None, max_bytes=0):
         super().__init__()
-        self._args = (input_root, output_root, layout, exts, ratios, seed, s3_settings, max_bytes)
+        self._args = (input_root, output_root, layout, exts, ratios, seed, env, max_bytes)
 
     def expand(self, classes):
         return (

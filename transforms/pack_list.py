@@ -33,6 +33,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from imgrec import images, recordio, storage
+from imgrec.env import WorkerEnv
 from imgrec.errors import STAGE_ENCODE, STAGE_LIST, STAGE_READ, STAGE_VALIDATE
 from imgrec.im2rec_compat import (
     COPY_BLOCK,
@@ -235,19 +236,17 @@ def _copy_fragments(work_root: str, lst: str, fragments: list[dict], rec: str, i
 class _StorageFn(beam.DoFn):
     """A DoFn that reaches storage: S3 settings are applied in each worker process, not pickled clients."""
 
-    def __init__(self, s3_settings=None):
-        self._s3 = s3_settings
+    def __init__(self, env: WorkerEnv | None = None):
+        self._env = env
 
     def setup(self):
-        if self._s3 is not None:
-            from imgrec import s3
-
-            s3.configure(self._s3)
+        if self._env is not None:
+            self._env.apply()
 
 
 class _PackFragmentFn(_StorageFn):
-    def __init__(self, settings: PackSettings, work_root: str, threads: int, s3_settings=None):
-        super().__init__(s3_settings)
+    def __init__(self, settings: PackSettings, work_root: str, threads: int, env: WorkerEnv | None = None):
+        super().__init__(env)
         self._settings = settings
         self._work = work_root
         self._threads = threads
@@ -264,8 +263,8 @@ class _PackFragmentFn(_StorageFn):
 
 
 class _ConcatFragmentsFn(_StorageFn):
-    def __init__(self, work_root: str, s3_settings=None):
-        super().__init__(s3_settings)
+    def __init__(self, work_root: str, env: WorkerEnv | None = None):
+        super().__init__(env)
         self._work = work_root
 
     def process(self, element):
@@ -277,20 +276,20 @@ class _ConcatFragmentsFn(_StorageFn):
 class PackList(beam.PTransform):
     """PCollection[Fragment] -> PCollection[list summary dict]; writes each list's .rec/.idx beside it."""
 
-    def __init__(self, settings: PackSettings, work_root: str, threads: int = 1, s3_settings=None):
+    def __init__(self, settings: PackSettings, work_root: str, threads: int = 1, env: WorkerEnv | None = None):
         super().__init__()
         self._settings = settings
         self._work = work_root
         self._threads = threads
-        self._s3 = s3_settings
+        self._env = env
 
     def expand(self, fragments):
         return (
             fragments
             # (lst, {index, count, records, bytes, skipped})
-            | "PackFragment" >> beam.ParDo(_PackFragmentFn(self._settings, self._work, self._threads, self._s3))
+            | "PackFragment" >> beam.ParDo(_PackFragmentFn(self._settings, self._work, self._threads, self._env))
             # (lst, [{index, count, records, bytes, skipped}])
             | "GroupByList" >> beam.GroupByKey()
             # {lst, rec, idx, errors, records, skipped, bytes}
-            | "ConcatFragments" >> beam.ParDo(_ConcatFragmentsFn(self._work, self._s3))
+            | "ConcatFragments" >> beam.ParDo(_ConcatFragmentsFn(self._work, self._env))
         )

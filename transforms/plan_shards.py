@@ -21,7 +21,8 @@ import json
 
 import apache_beam as beam
 
-from imgrec import s3, storage
+from imgrec import storage
+from imgrec.env import WorkerEnv
 from imgrec.layout import WORK
 from imgrec.planning import (
     BATCH_REFS,
@@ -121,10 +122,10 @@ def _plan_document(counts: dict, totals: dict) -> dict:
     return {"splits": splits}
 
 
-def _write_plan_and_bases(per_shard, output, s3_settings=None, first_ids=None):
+def _write_plan_and_bases(per_shard, output, env: WorkerEnv | None = None, first_ids=None):
     # {(split, shard, shards): (records, bytes)} -> ((split, shard, shards), (_FACT, (first id, written key)))
-    if s3_settings is not None:  # this runs in a worker: Beam's --s3_* options do not reach it
-        s3.configure(s3_settings)
+    if env is not None:  # this runs in a worker: Beam's --s3_* options do not reach it
+        env.apply()
     counts, totals = {}, {}
     for key, (records, size) in per_shard.items():
         counts[key] = records
@@ -185,13 +186,14 @@ class BatchRefs(beam.PTransform):
 class PlanShards(beam.PTransform):
     """PCollection[list[ImageRef]] -> PCollection[((split, shard, shards), first_id, [ImageRef])]."""
 
-    def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, s3_settings=None, first_ids=None):
+    def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, env: WorkerEnv | None = None,
+                 first_ids=None):
         super().__init__()
         self._ratios = ratios
         self._shard_size_mb = shard_size_mb
         self._images_per_shard = images_per_shard
         self._output = output_root
-        self._s3 = s3_settings
+        self._env = env
         self._first_ids = dict(first_ids or {})
 
     def expand(self, batches):
@@ -216,7 +218,7 @@ class PlanShards(beam.PTransform):
             assigned
             | "ShardTotalsInBatch" >> beam.Map(_shard_totals)
             | "ShardTotals" >> beam.CombineGlobally(_MergeTotals()).without_defaults()
-            | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._s3, self._first_ids)
+            | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._env, self._first_ids)
         )
         # ((split, shard, shards), (_REF, [ImageRef]))
         tagged_refs = assigned | "TagAssigned" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1])))

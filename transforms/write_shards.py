@@ -18,7 +18,8 @@ import os
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import images, labels, recordio, s3, storage
+from imgrec import crashpoints, images, labels, recordio, storage
+from imgrec.env import WorkerEnv
 from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
@@ -171,6 +172,7 @@ def write_shard(
         "shorter_edges": edges,
     }
     storage.write_text(record_uri, json.dumps(record, ensure_ascii=False))
+    crashpoints.reached("shard-recorded")
     return record
 
 
@@ -241,8 +243,7 @@ class _WriteShardFn(beam.DoFn):
             S3_READ_THREADS if storage.is_s3(self._options.input) else 0
         )
         # Beam's own --s3_* options do not reach these workers: apply ours in every process.
-        s3.configure(self._options.s3)
-        storage.set_fsync(self._options.fsync)
+        WorkerEnv.from_options(self._options).apply()
         self._progress = ProgressWriter(self._options.output)
 
     def process(self, element):

@@ -110,13 +110,14 @@ def make_bucket(s3_client):
 
 @pytest.fixture
 def s3_storage(moto_endpoint):
-    """imgrec.s3 configured for the server in this process (reset afterwards)."""
-    from imgrec import s3
+    """This process's S3 backend (``imgrec.storage.s3.S3Storage``) configured for the server (reset afterwards)."""
+    from imgrec import storage
+    from imgrec.env import WorkerEnv
     from imgrec.options import S3Settings
 
-    s3.configure(S3Settings(endpoint_url=moto_endpoint))
-    yield s3
-    s3.configure(None)
+    WorkerEnv(s3=S3Settings(endpoint_url=moto_endpoint)).apply()
+    yield storage.backend_for("s3://")
+    WorkerEnv().apply()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from imgrec.env import WorkerEnv
 from imgrec.layout import Layout
 from imgrec.options import S3Settings
 from imgrec.planning import SplitRatios
@@ -81,7 +82,7 @@ def test_5000_objects_are_listed_completely_per_class(moto_endpoint, moto_log, b
     assert classes == sorted(CLASSES) and files == []
 
     out = str(tmp_path / "out")
-    settings = S3Settings(endpoint_url=moto_endpoint)
+    env = WorkerEnv(s3=S3Settings(endpoint_url=moto_endpoint))
     options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -90,7 +91,7 @@ def test_5000_objects_are_listed_completely_per_class(moto_endpoint, moto_log, b
         refs = (
             p
             | beam.Create(list(enumerate(classes)))
-            | ListImages(root, out, Layout(), (".jpg",), SplitRatios(0.8, 0.2, 0.0), "0", settings)
+            | ListImages(root, out, Layout(), (".jpg",), SplitRatios(0.8, 0.2, 0.0), "0", env)
             | beam.FlatMap(lambda batch: batch)
         )
         # Fused with the listing step: which worker process listed each image.

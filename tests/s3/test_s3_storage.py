@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
 
 import pytest
 
 from imgrec import storage
+from imgrec.env import WorkerEnv
 from imgrec.options import S3Settings
+from imgrec.storage import s3
 
 from .s3util import free_port
+
+
+@contextlib.contextmanager
+def configured(**settings):
+    """This process's S3 backend with ``settings`` for the block, then the defaults again."""
+    WorkerEnv(s3=S3Settings(**settings)).apply()
+    try:
+        yield storage.backend_for("s3://")
+    finally:
+        WorkerEnv().apply()
 
 
 def put(client, bucket, key, body=b"x"):
@@ -82,8 +94,6 @@ def test_small_objects_are_written_whole(s3_client, make_bucket, s3_storage, siz
 
 
 def test_large_object_is_a_completed_multipart_upload(s3_client, make_bucket, s3_storage):
-    from imgrec import s3
-
     bucket = make_bucket()
     chunk = bytes(range(251)) * 4096  # ~1 MiB, not a divisor of the part size
     n = s3.PART_SIZE // len(chunk) + 2
@@ -99,8 +109,6 @@ def test_large_object_is_a_completed_multipart_upload(s3_client, make_bucket, s3
 
 
 def test_error_mid_stream_aborts_the_upload_and_leaves_no_object(s3_client, make_bucket, s3_storage):
-    from imgrec import s3
-
     bucket = make_bucket()
     uri = "s3://%s/out/train/data-00000-of-00001.rec" % bucket
 
@@ -136,38 +144,28 @@ def test_error_before_the_first_part_leaves_no_object(s3_client, make_bucket, s3
     ],
 )
 def test_server_side_encryption_of_small_and_multipart_objects(moto_endpoint, s3_client, make_bucket, settings, expected):
-    from imgrec import s3
-
     bucket = make_bucket()
-    s3.configure(S3Settings(endpoint_url=moto_endpoint, **settings))
-    try:
+    with configured(endpoint_url=moto_endpoint, **settings):
         storage.write_text("s3://%s/e/small.json" % bucket, "{}")
         with storage.atomic_writer("s3://%s/e/big.rec" % bucket) as f:
             f.write(b"\0" * (s3.PART_SIZE + 1))
-    finally:
-        s3.configure(None)
     for key in ("e/small.json", "e/big.rec"):
         head = s3_client.head_object(Bucket=bucket, Key=key)
         assert {k: head.get(k) for k in expected} == expected, key
 
 
 def test_requester_pays_header_is_sent_on_every_request(moto_endpoint, s3_client, make_bucket):
-    from imgrec import s3
-
     bucket = make_bucket()
     put(s3_client, bucket, "in/cat/a.jpg", b"abc")
     sent = []
-    s3.configure(S3Settings(endpoint_url=moto_endpoint, requester_pays=True))
-    try:
-        s3.client().meta.events.register(
+    with configured(endpoint_url=moto_endpoint, requester_pays=True) as backend:
+        backend.client().meta.events.register(
             "before-send.s3", lambda request, **_: sent.append(request.headers.get("x-amz-request-payer"))
         )
         storage.list_top("s3://%s/in/" % bucket)
         list(storage.walk_files("s3://%s/in/cat" % bucket))
         assert storage.read_bytes("s3://%s/in/cat/a.jpg" % bucket) == b"abc"
         storage.write_text("s3://%s/out/x.txt" % bucket, "x")
-    finally:
-        s3.configure(None)
     assert len(sent) >= 4
     assert set(sent) == {b"requester"}
 
@@ -188,51 +186,42 @@ def test_empty_input_prefix_says_so(make_bucket, s3_storage):
         storage.list_top("s3://%s/photos/" % bucket)
 
 
-def test_unreachable_endpoint_fails_fast_with_one_line():
-    from imgrec import s3
-
+def test_unreachable_endpoint_gives_up_after_the_set_attempts_with_one_line(moto_endpoint):
+    # moto_endpoint for its fake credentials: without any, boto3 stops before it sends a request
     dead = "http://127.0.0.1:%d" % free_port()  # nothing listens there
-    s3.configure(S3Settings(endpoint_url=dead))
-    started = time.monotonic()
-    try:
+    attempts = []
+    with configured(endpoint_url=dead) as backend:
+        # before-send: once per attempt, including those whose connection is refused
+        backend.client().meta.events.register("before-send.s3", lambda request, **_: attempts.append(request.url))
         with pytest.raises(storage.StorageError) as info:
             storage.list_top("s3://bucket/photos/")
-    finally:
-        s3.configure(None)
-    assert time.monotonic() - started < 20, "retries must give up on an endpoint that refuses connections"
+    # retries give up on an endpoint that refuses connections: MAX_ATTEMPTS tries of the one request, no more
+    assert len(attempts) == s3.MAX_ATTEMPTS, attempts
+    assert all(url.startswith(dead + "/bucket") for url in attempts), attempts
     message = str(info.value)
     assert dead in message and "s3://bucket/photos/" in message and "--s3-endpoint-url" in message
     assert "\n" not in message
 
 
 def test_settings_changes_take_effect_and_client_is_per_process(moto_endpoint):
-    from imgrec import s3
-
-    s3.configure(S3Settings(endpoint_url=moto_endpoint, region="eu-west-3"))
-    try:
-        first = s3.client()
-        assert s3.client() is first, "one client per process"
+    with configured(endpoint_url=moto_endpoint, region="eu-west-3") as backend:
+        first = backend.client()
+        assert backend.client() is first, "one client per process"
         assert first.meta.endpoint_url == moto_endpoint
         assert first.meta.region_name == "eu-west-3"
-        s3.configure(S3Settings(endpoint_url=moto_endpoint, region="eu-west-3"))
-        assert s3.client() is first, "the same settings keep the client"
-        s3.configure(S3Settings(endpoint_url=moto_endpoint, region="us-west-2"))
-        assert s3.client() is not first and s3.client().meta.region_name == "us-west-2"
-    finally:
-        s3.configure(None)
+        WorkerEnv(s3=S3Settings(endpoint_url=moto_endpoint, region="eu-west-3")).apply()
+        assert backend.client() is first, "the same settings keep the client"
+        WorkerEnv(s3=S3Settings(endpoint_url=moto_endpoint, region="us-west-2")).apply()
+        assert backend.client() is not first and backend.client().meta.region_name == "us-west-2"
+        assert storage.backend_for("s3://") is backend, "one S3 backend per process, whatever its settings"
 
 
 def test_missing_credentials_are_one_clear_line(moto_endpoint, monkeypatch):
-    from imgrec import s3
-
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
-    s3.configure(S3Settings(endpoint_url=moto_endpoint, region="us-east-2"))  # a new client: a new credential lookup
-    try:
+    with configured(endpoint_url=moto_endpoint, region="us-east-2"):  # a new client: a new credential lookup
         with pytest.raises(storage.StorageError) as info:
             storage.list_top("s3://some-bucket/photos/")
-    finally:
-        s3.configure(None)
     message = str(info.value)
     assert message.startswith("no AWS credentials found (needed to list s3://some-bucket/photos/)")
     assert "instance role" in message and "\n" not in message

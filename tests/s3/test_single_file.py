@@ -15,7 +15,7 @@ import random
 import pytest
 
 from conftest import SAMPLE, run_cli
-from imgrec import s3
+from imgrec import storage
 
 from .s3util import upload_tree
 
@@ -32,11 +32,11 @@ class Calls:
         self.ops.append((model.name, dict(params)))
 
     def __enter__(self):
-        s3.client().meta.events.register("before-parameter-build.s3", self._record)
+        storage.backend_for("s3://").client().meta.events.register("before-parameter-build.s3", self._record)
         return self
 
     def __exit__(self, *exc):
-        s3.client().meta.events.unregister("before-parameter-build.s3", self._record)
+        storage.backend_for("s3://").client().meta.events.unregister("before-parameter-build.s3", self._record)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.ops]
@@ -61,7 +61,7 @@ def test_large_shards_are_copied_without_reading_them(s3_client, make_bucket, s3
     sources = put_all(s3_client, bucket, parts)
     dest = "s3://%s/single/train/data.rec" % bucket
     with Calls() as calls:
-        s3.concatenate(dest, sources)
+        storage.concatenate(dest, sources)
     assert s3_client.get_object(Bucket=bucket, Key="single/train/data.rec")["Body"].read() == b"".join(parts)
     assert calls.names() == ["CreateMultipartUpload"] + ["UploadPartCopy"] * 3 + ["CompleteMultipartUpload"]
     ranges = [p["CopySourceRange"] for name, p in calls.ops if name == "UploadPartCopy"]
@@ -73,7 +73,7 @@ def test_small_shards_are_gathered_into_parts_of_at_least_5_mib(s3_client, make_
     parts = blobs([100, 2 * MIB, 11 * MIB, 300, 10 * MIB + 1, 50], seed=1)
     sources = put_all(s3_client, bucket, parts)
     with Calls() as calls:
-        s3.concatenate("s3://%s/out.rec" % bucket, sources)
+        storage.concatenate("s3://%s/out.rec" % bucket, sources)
     assert s3_client.get_object(Bucket=bucket, Key="out.rec")["Body"].read() == b"".join(parts)
     read = 0
     for name, params in calls.ops:
@@ -90,7 +90,7 @@ def test_a_failed_concatenation_leaves_no_object(s3_client, make_bucket, s3_stor
     sources = put_all(s3_client, bucket, blobs([6 * MIB]))
     sources.append(("s3://%s/shards/absent.rec" % bucket, 10))
     with pytest.raises(FileNotFoundError):
-        s3.concatenate("s3://%s/out.rec" % bucket, sources)
+        storage.concatenate("s3://%s/out.rec" % bucket, sources)
     assert s3_client.list_objects_v2(Bucket=bucket, Prefix="out.rec").get("KeyCount") == 0
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
