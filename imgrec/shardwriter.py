@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
-from imgrec import dedup, images, labels, recordio, runs, storage
+from imgrec import dedup, images, items, labels, recordio, runs, storage
 from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
@@ -210,7 +210,7 @@ def write_part(job: PartJob) -> Part:
     def fetch(item):
         record_id, ref = item
         try:
-            return record_id, ref, read_input(storage.join(root, ref.relpath), limit), None
+            return record_id, ref, read_input(items.source_uri(root, ref.relpath), limit), None
         except images.BadImage as exc:
             return record_id, ref, None, ErrorRecord(ref.relpath, exc.reason, STAGE_READ, exc.detail)
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_DEPTH", "TMP_MARK", "WRITE_BUFFER", "FileEntry", "LocalStorage", "S3Storage", "Storage", "StorageError",
     "UnusableFileError", "abort_recorded_uploads", "atomic_writer", "backend_for", "check_output_folder",
-    "concatenate", "configure", "delete", "exists", "file_kind", "file_version", "is_s3", "is_temp_name", "join",
+    "concatenate", "configure", "delete", "exists", "file_kind", "file_size", "file_version", "is_s3", "is_temp_name", "join",
     "list_recursive", "list_top", "open_read", "read_bytes", "read_text", "regular_file_problem", "relative_to",
     "temp_name", "too_large", "walk_files", "write_bytes", "write_error", "write_text",
 ]
@@ -136,6 +136,11 @@ def read_text(uri: str) -> str:
 
 def exists(uri: str) -> bool:
     return backend_for(uri).exists(uri)
+
+
+def file_size(uri: str) -> int:
+    """The size of a file or object in bytes (FileNotFoundError when it does not exist)."""
+    return backend_for(uri).file_size(uri)
 
 
 def open_read(uri: str) -> ContextManager[BinaryIO]:

@@ -123,6 +123,10 @@ class Storage(abc.ABC):
         """Whether the file exists."""
 
     @abc.abstractmethod
+    def file_size(self, uri: str) -> int:
+        """The size of the file in bytes (FileNotFoundError when it does not exist)."""
+
+    @abc.abstractmethod
     def regular_file_problem(self, uri: str) -> str:
         """Why an existing ``uri`` cannot be read as a file ("" when it can)."""
 

@@ -166,6 +166,12 @@ class LocalStorage(Storage):
     def exists(self, uri: str) -> bool:
         return os.path.exists(uri)
 
+    def file_size(self, uri: str) -> int:
+        st = os.stat(uri)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnusableFileError(uri, "not_regular_file", "%s, not a regular file: never read" % file_kind(st.st_mode))
+        return st.st_size
+
     def regular_file_problem(self, uri: str) -> str:
         try:
             mode = os.stat(uri).st_mode

@@ -410,6 +410,11 @@ class S3Storage(Storage):
             raise self._error(exc, "read", bucket, key) from None
         return True
 
+    def file_size(self, uri: str) -> int:
+        bucket, key = split_uri(uri)
+        head = self._call("read", bucket, key, self.client().head_object, Bucket=bucket, Key=key, **self._payer())
+        return int(head["ContentLength"])
+
     @contextlib.contextmanager
     def open_read(self, uri: str) -> Iterator[io.BufferedIOBase]:
         """A seekable reader of one object (smart_open: ranged GETs, re-opened if a body breaks off)."""
