@@ -1,12 +1,12 @@
-"""Before and after the Beam job, on the launcher: guard the output, then assemble it.
+"""The last step of a job: every shard written -> lists, merged indexes, class map, report, manifest last.
 
-``prepare_output`` refuses to mix datasets and removes the old manifest first,
-so an output folder never looks complete while it is being rewritten.
-``finalize`` reads the plan and the per-shard completion records written by
-the workers and writes, in this order, the ``.lst`` files, the merged
-indexes, the class map, ``errors.jsonl``, ``summary.txt`` and, last,
-``manifest.json``. Anything missing means the job did not finish: it raises
-and no manifest is written.
+``finalize`` reads only what the earlier steps left on storage -- the plan
+(``_work/plan.json``), each shard's completion record (``_work/shards/``) and
+the report fragments (``_work/report/``) -- and writes, in this order, the
+``.lst`` files and merged indexes, ``classes.json`` and ``labels.txt``,
+``report.jsonl``, ``errors.jsonl``, the ``--single-file`` files,
+``sagemaker.json``, ``summary.txt`` and, last, ``manifest.json``. Anything
+missing means the job did not finish: it raises and no manifest is written.
 
 An ``--incremental`` run adds to a dataset whose manifest stays in place, so
 its commit is the replacement of that manifest (one atomic rename or PUT):
@@ -22,60 +22,42 @@ its commit is the replacement of that manifest (one atomic rename or PUT):
 A crash before 3 leaves the old manifest, the files it names untouched, and
 files of an uncommitted increment; a crash after 3 leaves the new dataset and
 old files that nothing names. The next run puts the fixed-name files of 2 back
-as the manifest describes them (``restore_committed``) and removes every file
-this tool wrote that the manifest does not name (``prepare_output``), so each
-image is then in the dataset exactly once: its increment committed or not.
-
-Only files this tool wrote are ever removed (``Ownership``): those named as it
-names its outputs, those listed by the manifest of a dataset it replaces, and
-``_work``'s own sub-folders. Files that were in a folder before it first wrote
-there, and anything else a user puts beside its files, stay.
+as the manifest describes them (``ownership.restore_committed``) and removes
+every file this tool wrote that the manifest does not name
+(``ownership.prepare_output``), so each image is then in the dataset exactly
+once: its increment committed or not.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import logging
-import os
-import re
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from imgrec import crashpoints, findings, progress, storage
+from imgrec import crashpoints, findings, shardplan, storage
 from imgrec.dataset_warnings import WarningList, empty_classes
-from imgrec.errors import ErrorRecord, JobFailed, UsageError, from_json, to_jsonl
-from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, REPORT, SAGEMAKER, SINGLE, SUMMARY, WORK, Layout
-from imgrec.errors import STAGE_LIST
-from imgrec.options import ConvertOptions, error_limit
+from imgrec.errors import STAGE_LIST, ErrorRecord, ImgrecError, JobFailed, to_jsonl
+from imgrec.incremental import Previous
 from imgrec.labels import decode_label
-from imgrec.incremental import Previous, batch_name
+from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, REPORT, SAGEMAKER, SUMMARY, Layout
+from imgrec.options import ConvertOptions, error_limit
+from imgrec.ownership import (PLAN, OutputError, class_files, clear_work, dataset_files, dataset_identity, layout_for,
+                              ownership, remove_stale, sagemaker_text)
 from imgrec.planning import SPLITS
 from imgrec.sagemaker import CHANNELS, sagemaker_document
+from imgrec.shardplan import Plan
+from imgrec.workrecords import ShardRecord, WorkRecordError
+
+__all__ = ["ImgrecError", "IncompleteError", "TooManyErrorsError", "OutputError", "finalize"]
 
 LOG = logging.getLogger("imgrec.finalize")
 
 MANIFEST_VERSION = 1
-# Marks a folder as this tool's output, so a re-run after a crash (no manifest yet)
-# is told apart from a folder of someone else's files.
-OWNER_MARK = ".imgrec-output"
-PLAN = WORK + "/plan.json"
-# The data files of a dataset being replaced (its manifest is removed first), kept until the new one is complete.
-REPLACED = WORK + "/replaced.json"
-# Where every multipart upload to an s3:// output is recorded while it is open (S3Settings.upload_journal).
-UPLOADS = WORK + "/uploads"
-# Everything this tool writes under _work; anything else there is someone else's.
-WORK_ENTRIES = (PLAN, REPLACED, UPLOADS, WORK + "/shards", WORK + "/listing", progress.PROGRESS_DIR, findings.REPORT_DIR)
-# The files at the top of an output that this tool writes.
-ROOT_FILES = (MANIFEST, SUMMARY, ERRORS, CLASSES_JSON, LABELS_TXT, REPORT, SAGEMAKER, OWNER_MARK)
 # --single-file: local shards are streamed into the single file in blocks of this size.
 COPY_BUFFER = 8 << 20
-
-
-class OutputError(UsageError):
-    """The output folder cannot be used as asked (message says why and what to do)."""
 
 
 class IncompleteError(JobFailed):
@@ -88,399 +70,147 @@ class TooManyErrorsError(JobFailed):
     """More inputs were skipped than --max-errors allows: no manifest is written."""
 
 
-def layout_for(options: ConvertOptions, previous: Previous | None = None) -> Layout:
-    """File names of this run's shards: an increment's carry its number, so they never collide."""
-    if previous is None:
-        return Layout(options.name, options.idx_beside_rec)
-    return Layout(batch_name(options.name, previous.batch), options.idx_beside_rec, previous.batch)
+@dataclass
+class Gathered:
+    """What the earlier steps left: the plan, the classes, every shard's record, the report."""
+
+    plan: Plan
+    classes: list[str]
+    label_width: int
+    shards: dict[str, list[ShardRecord]]  # by split, in shard order
+    report_counts: dict[str, int]
+    report_items: list[dict]
+    errors: list[ErrorRecord] = field(default_factory=list)  # every skipped input
+    listed: int = 0  # images taken in by this run
+    ignored: int = 0  # files without an image extension
+    warnings: list[str] = field(default_factory=list)  # found when the classes were settled
 
 
-def dataset_identity(options: ConvertOptions) -> dict[str, Any]:
-    return {"input": options.input, **options.fingerprint_fields()}
-
-
-def journal_uploads(options: ConvertOptions) -> ConvertOptions:
-    """The options with every multipart upload to an s3:// output recorded under its ``_work/uploads/``."""
-    if not options.output or not storage.is_s3(options.output):  # --dry-run needs no --output
-        return options
-    s3 = dataclasses.replace(options.s3, upload_journal=storage.join(options.output, UPLOADS))
-    return dataclasses.replace(options, s3=s3)
-
-
-# ---------------------------------------------------------------- which files are ours
-
-_SPLIT = "(?:%s)" % "|".join(SPLITS)
-_STATE = r"(?:-inc\d{4,})?"
-_TEMP = re.compile(r"^(.*/)?\.([^/]+)%s[0-9a-f]{12}$" % re.escape(storage.TMP_MARK))
-_DATA_FOLDERS = frozenset(SPLITS) | {"idx", "lists", SINGLE}
-
-
-@functools.lru_cache(maxsize=8)
-def _data_name_pattern(name: str) -> re.Pattern:
-    """The relative paths of the data files this tool writes with ``--name name``, in any increment."""
-    shard = r"%s%s-\d{5,}-of-\d{5,}" % (re.escape(name), _STATE)
-    single = re.escape(name)
-    return re.compile(
-        "^(?:" + "|".join((
-            r"%s/%s\.(?:rec|idx)" % (_SPLIT, shard),  # shards, and their .idx with --idx-beside-rec
-            r"idx/%s/%s\.idx" % (_SPLIT, shard),
-            r"idx/%s-merged%s\.idx" % (_SPLIT, _STATE),
-            r"lists/%s%s\.lst" % (_SPLIT, _STATE),
-            r"%s/%s/%s\.(?:rec|idx)" % (SINGLE, _SPLIT, single),
-            r"%s/idx/%s/%s\.idx" % (SINGLE, _SPLIT, single),
-        )) + ")$"
-    )
-
-
-def untemp(rel: str) -> str:
-    """The final name of a file that ``storage.atomic_writer`` is (or was, before a crash) writing; else ``rel``."""
-    found = _TEMP.match(rel)
-    return (found.group(1) or "") + found.group(2) if found else rel
-
-
-def in_work(rel: str) -> bool:
-    """Whether ``rel`` is (or is being written as) one of this tool's files under ``_work``."""
-    rel = untemp(rel)
-    return any(rel == entry or rel.startswith(entry + "/") for entry in WORK_ENTRIES)
-
-
-def is_data_folder(rel: str) -> bool:
-    """Whether ``rel`` lies in a folder that readers (SageMaker channels, DALI, im2rec users) are given."""
-    return rel.split("/", 1)[0] in _DATA_FOLDERS
-
-
-@dataclass(frozen=True)
-class Ownership:
-    """Which files under the output this tool wrote, and so may replace or remove."""
-
-    name: str  # --name of this run
-    foreign: frozenset = frozenset()  # files that were in the folder before this tool first wrote there
-    replaced: frozenset = frozenset()  # data files listed by the manifest of a dataset being replaced
-
-    def data_file(self, rel: str) -> bool:
-        """A shard, index, list or single file this tool wrote (or was writing): stale unless a manifest names it."""
-        if rel in self.foreign:
-            return False
-        final = untemp(rel)
-        return final in self.replaced or bool(_data_name_pattern(self.name).match(final))
-
-    def owns(self, rel: str) -> bool:
-        if rel in self.foreign:
-            return False
-        return self.data_file(rel) or in_work(rel) or untemp(rel) in ROOT_FILES
-
-
-def _read_mark(out: str) -> dict | None:
+def load_plan(output: str) -> tuple[Plan, list[str], int, list[str]]:
+    """The plan a job's planning step wrote: the shard tasks, the class names in id order, the label width."""
     try:
-        mark = json.loads(storage.read_text(storage.join(out, OWNER_MARK)))
+        return shardplan.load_plan(output)
     except FileNotFoundError:
-        return None
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return mark if isinstance(mark, dict) else {}
+        raise IncompleteError("%s is missing: shard planning did not finish" % storage.join(output, PLAN)) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IncompleteError("%s cannot be read (%s)" % (storage.join(output, PLAN), exc)) from None
 
 
-def ownership(out: str, name: str) -> Ownership:
-    """What this tool wrote under ``out`` (its mark and ``_work/replaced.json``) for a run with ``--name name``."""
-    mark = _read_mark(out) or {}
-    try:
-        replaced = json.loads(storage.read_text(storage.join(out, REPLACED))).get("files", [])
-    except (FileNotFoundError, ValueError, AttributeError):  # none (or unreadable): names nothing
-        replaced = []
-    return Ownership(name, frozenset(mark.get("foreign", ())), frozenset(replaced))
-
-
-def dataset_files(manifest: dict) -> set[str]:
-    """The data files a manifest names: shards, their indexes, lists, merged indexes and single files."""
-    files = set()
-    try:
-        for doc in manifest.get("splits", {}).values():
-            for s in doc.get("shards", ()):
-                files.update((s["rec"], s["idx"]))
-            files.update(doc[k] for k in ("lst", "merged_idx") if doc.get(k))
-            if doc.get("single_file"):
-                files.update((doc["single_file"]["rec"], doc["single_file"]["idx"]))
-    except (AttributeError, KeyError, TypeError):  # not a manifest of this tool's
-        return set()
-    return files
-
-
-# ---------------------------------------------------------------- before the job
-
-
-def prepare_output(options: ConvertOptions, previous: Previous | None = None) -> None:
-    """Guard ``--output`` and clear what a crashed run left; ``previous``: an --incremental run adds to it.
-
-    An increment keeps the manifest: the dataset stays complete and usable while new
-    shards are written under new names, and the manifest is replaced (atomically) last.
-    Files of an increment that never committed, and old files a committed one did not
-    get to remove, are removed here (with ``--resume``, at the end of the run).
-    """
+def gather(options: ConvertOptions, layout: Layout) -> Gathered:
+    """Read the plan, each planned shard's completion record and the report; raises IncompleteError on a gap."""
     out = options.output
-    manifest_uri = storage.join(out, MANIFEST)
-    if storage.is_s3(out):
-        storage.abort_recorded_uploads(storage.join(out, UPLOADS))
-    existing = storage.list_recursive(out)
-    mark = _read_mark(out) if OWNER_MARK in existing else None
-    if previous is None and MANIFEST in existing:
-        try:
-            old = json.loads(storage.read_text(manifest_uri))
-        except (ValueError, UnicodeDecodeError):
-            old = {}
-        if old.get("identity") != dataset_identity(options) and not options.overwrite:
-            raise OutputError(
-                "%s already holds a different dataset (made from %s with other options); "
-                "pass --overwrite to replace it, or choose another --output" % (out, old.get("input", "unknown input"))
-            )
-        if mark is not None:  # our dataset: its files go once the new one is complete, whatever it names
-            _record_replaced(out, dataset_files(old))
-        storage.delete(manifest_uri)
-    elif previous is None and existing and mark is None and not options.overwrite:
-        raise OutputError(
-            "%s is not empty and was not written by this tool (%d files, e.g. %s); "
-            "pass --overwrite to write into it, or choose an empty --output" % (out, len(existing), existing[0])
-        )
-    if mark is None:
-        # What is already here belongs to someone else and is never removed; only the dataset an
-        # --incremental run adds to is this tool's (whoever removed the mark).
-        ours = set()
-        if previous is not None:
-            ours = dataset_files(previous.manifest) | {r for r in existing if untemp(r) in ROOT_FILES or in_work(r)}
-        foreign = [rel for rel in existing if rel not in ours]
-        doc = {"written_by": "imgrec-beam", **({"foreign": foreign} if foreign else {})}
-        storage.write_text(storage.join(out, OWNER_MARK), json.dumps(doc, ensure_ascii=False) + "\n")
-    owner = ownership(out, options.name)
-    for rel in existing:
-        if not owner.owns(rel) or rel == OWNER_MARK:
-            continue
-        if untemp(rel) != rel:
-            storage.delete(storage.join(out, rel))  # a file a crashed run was writing
-        elif in_work(rel) and not options.resume and rel != REPLACED:
-            storage.delete(storage.join(out, rel))
-    if previous is not None and not options.resume:
-        _remove_stale(out, owner, dataset_files(previous.manifest))
-    foreign = [rel for rel in existing if is_data_folder(rel) and not owner.owns(rel)]
-    if foreign:
-        LOG.warning(
-            "%d file(s) in the data folders of %s were not written by this tool and are left as they are "
-            "(e.g. %s): a reader given one of those folders (a SageMaker channel) sees them too",
-            len(foreign), out, foreign[0],
-        )
-
-
-def _record_replaced(out: str, files: set[str]) -> None:
-    uri = storage.join(out, REPLACED)
+    plan, classes, width, plan_warnings = load_plan(out)
     try:
-        files = files | set(json.loads(storage.read_text(uri)).get("files", []))
+        counts, items = findings.read_report(out)
     except FileNotFoundError:
-        pass
-    storage.write_text(uri, json.dumps({"files": sorted(files)}, ensure_ascii=False) + "\n")
-
-
-def class_files(classes: list[str]) -> dict[str, str]:
-    """``classes.json`` and ``labels.txt`` for these classes, by name."""
-    return {
-        CLASSES_JSON: json.dumps({name: i for i, name in enumerate(classes)}, indent=2, ensure_ascii=False) + "\n",
-        LABELS_TXT: "".join(name + "\n" for name in classes),
-    }
-
-
-def sagemaker_text(doc: dict) -> str:
-    return json.dumps(doc, indent=2) + "\n"
-
-
-def restore_committed(out: str) -> None:
-    """Before an --incremental run: put back the fixed-name files the manifest describes.
-
-    An increment that crashed before its commit may have rewritten ``classes.json``,
-    ``labels.txt``, ``sagemaker.json`` and ``summary.txt`` already; the next run reads
-    its class map from ``classes.json``, so they are made to match the manifest first.
-    """
-    try:
-        manifest = json.loads(storage.read_text(storage.join(out, MANIFEST)))
-        expected = class_files([str(c) for c in manifest["classes"]])
-        if "sagemaker" in manifest:
-            expected[SAGEMAKER] = sagemaker_text(manifest["sagemaker"])
-        from imgrec.summary import render_summary
-
-        expected[SUMMARY] = render_summary(manifest)
-    except (FileNotFoundError, ValueError, UnicodeDecodeError, KeyError, TypeError):
-        return  # no usable manifest: load_previous says why
-    for rel, text in expected.items():
-        uri = storage.join(out, rel)
+        raise IncompleteError("the report fragments under %s/%s are missing: the job did not finish"
+                              % (out, findings.REPORT_DIR)) from None
+    shards: dict[str, list[ShardRecord]] = {}
+    for task in plan.all_tasks():
+        uri = storage.join(out, layout.shard_record(task.split, task.shard, task.shards))
+        what = "shard %d of %s" % (task.shard, task.split)
         try:
-            if storage.read_text(uri) == text:
-                continue
-        except (FileNotFoundError, UnicodeDecodeError):
-            pass
-        storage.write_text(uri, text)
-
-
-def _load_json(uri: str, what: str):
-    try:
-        return json.loads(storage.read_text(uri))
-    except FileNotFoundError:
-        raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
-
-
-def finalize(
-    options: ConvertOptions,
-    classes: list[str],
-    root_errors: list[ErrorRecord],
-    extra: dict,
-    listed_classes: list[int] | None = None,
-    previous: Previous | None = None,
-    warnings: Sequence[str] = (),
-) -> dict:
-    """Assemble the output; ``listed_classes`` are the class folders listed (default: every class).
-
-    With ``previous`` (``--incremental``) the new shards are added to that dataset; when
-    there is nothing new to add, nothing in the output is touched. ``warnings``: one-line
-    warnings found before the job; the manifest and the summary carry them and the ones
-    found here (classes without images).
-    """
-    out = options.output
-    layout = layout_for(options, previous)
-
-    # Listing records: one per class folder.
-    errors: list[ErrorRecord] = list(root_errors)
-    ignored = 0
-    listed = 0
-    for index in range(len(classes)) if listed_classes is None else listed_classes:
-        rec = _load_json(storage.join(out, layout.listing_record(index)), "listing of class %d" % index)
-        errors.extend(from_json(e) for e in rec["errors"])
-        ignored += rec["ignored_non_image"]
-        listed += rec["images"]
-    report_counts, report_items = None, []
-    if findings.expected(options):
-        try:
-            report_counts, report_items = findings.read_report(out)
+            record = ShardRecord.loads(storage.read_text(uri))
         except FileNotFoundError:
-            raise IncompleteError("the report fragments under %s/%s are missing: the job did not finish"
-                                  % (out, findings.REPORT_DIR)) from None
-        errors.extend(findings.to_error(i) for i in report_items if i["kind"] == findings.ERROR)
-        if options.labels:
-            listed = report_counts.get(findings.LABELLED, 0)
-            ignored = report_counts.get(findings.IGNORED, 0)
-    if listed == 0 and options.labels:
+            raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
+        except (ValueError, KeyError, TypeError, WorkRecordError) as exc:
+            raise IncompleteError("%s cannot be read (%s): %s did not finish" % (uri, exc, what)) from None
+        if record.planned != task.records:
+            raise IncompleteError("%s holds %d planned images, the plan says %d" % (what, record.planned, task.records))
+        shards.setdefault(task.split, []).append(record)
+    got = Gathered(plan, classes, width, shards, counts, items, warnings=plan_warnings)
+    got.errors = [findings.to_error(i) for i in items if i["kind"] == findings.ERROR]
+    got.listed = counts.get(findings.IMAGES, 0)
+    got.ignored = counts.get(findings.IGNORED, 0)
+    return got
+
+
+def check_found_images(options: ConvertOptions, got: Gathered) -> None:
+    if got.listed:
+        return
+    if options.labels:
         raise OutputError(
             "none of the images listed in %s was found under %s (%d missing or unusable, see the report): "
-            "nothing to convert" % (options.labels, options.input, len(errors))
+            "nothing to convert" % (options.labels, options.input, len(got.errors))
         )
-    if listed == 0:
-        raise OutputError(
-            "no images found under %s (extensions %s; %d other files ignored, %d unusable): nothing to convert"
-            % (options.input, ",".join(options.exts), ignored, len(errors))
-        )
-    if previous is not None and not storage.exists(storage.join(out, PLAN)):
-        plan = {"splits": {}}  # every image listed is in the dataset already: nothing was planned
-    else:
-        plan = _load_json(storage.join(out, PLAN), "shard planning")
-    shard_records = _shard_records(out, layout, plan)
-    if previous is not None and not any(r["records"] for recs in shard_records.values() for r in recs):
-        return _nothing_new(options, previous, root_errors, errors, shard_records)
-
-    splits_doc: dict[str, Any] = {}
-    old_splits = previous.manifest["splits"] if previous else {}
-    class_counts: dict[str, dict[str, int]] = {
-        split: dict(c) for split, c in (previous.manifest.get("class_counts", {}) if previous else {}).items()
-    }
-    # split -> shorter edge of the stored images -> count
-    edges_by_split, unsplit_edges = previous_edges(previous.manifest if previous else {})
-    for split in SPLITS:
-        if split not in plan["splits"] and split not in old_splits:
-            continue
-        counts = class_counts.setdefault(split, {})
-        splits_doc[split] = _assemble_split(
-            out, layout, options, classes, split, shard_records.get(split, []), old_splits.get(split),
-            errors, counts, edges_by_split.setdefault(split, {}), drop_empty=previous is not None,
-        )
-    edges = merge_edges(list(edges_by_split.values()) + [unsplit_edges])
-    found = WarningList(warnings)
-    found.add(empty_classes(classes, class_counts))
-    crashpoints.reached("lists-written")
-
-    for rel, text in class_files(classes).items():
-        storage.write_text(storage.join(out, rel), text)
-    if report_counts is not None:
-        storage.write_text(storage.join(out, REPORT), findings.to_jsonl(report_items))
-    errors.sort(key=lambda e: (e.path, e.stage, e.reason))
-    storage.write_text(storage.join(out, ERRORS), to_jsonl(errors))
-    inputs = listed + sum(1 for e in errors if e.stage == STAGE_LIST)
-    limit = error_limit(options.max_errors, inputs)
-    if limit is not None and len(errors) > limit:
-        raise TooManyErrorsError(
-            "%d of %d inputs were skipped, more than --max-errors allows (%d); no manifest written, "
-            "see %s for each one and why" % (len(errors), inputs, limit, storage.join(out, ERRORS))
-        )
-
-    if options.single_file:  # after the --max-errors check: no copying for a refused dataset
-        for split, doc in splits_doc.items():
-            doc["single_file"] = write_single_file(  # named after --name, whatever increment this is
-                out, layout_for(options), split, doc["shards"], storage.read_text(storage.join(out, doc["merged_idx"]))
-            )
-    # the images a SageMaker training job reads: the train and validation channels
-    channel_edges = merge_edges([edges_by_split.get(s, {}) for s in CHANNELS] + [unsplit_edges])
-    sagemaker_doc = sagemaker_document(
-        out, len(classes), splits_doc, options.label_format, options.label_width, channel_edges, options.encode.color
+    raise OutputError(
+        "no images found under %s (extensions %s; %d other files ignored, %d unusable): nothing to convert"
+        % (options.input or "the input", ",".join(options.exts), got.ignored, len(got.errors))
     )
-    storage.write_text(storage.join(out, SAGEMAKER), sagemaker_text(sagemaker_doc))
-    reasons: dict[str, int] = {}
-    for e in errors:
-        reasons[e.reason] = reasons.get(e.reason, 0) + 1
-    manifest = {
-        "version": MANIFEST_VERSION,
-        "input": options.input,
-        "classes": classes,
-        "num_classes": len(classes),
-        "splits": splits_doc,
-        "class_counts": class_counts,
-        "images_listed": listed,
-        "ignored_non_image_files": ignored,
-        "errors": len(errors),
-        "errors_by_reason": dict(sorted(reasons.items())),
-        "errors_file": ERRORS,
-        "classes_file": CLASSES_JSON,
-        "labels_file": LABELS_TXT,
-        "labels": {
-            "source": options.labels or "folders",
-            "format": options.label_format or "single",
-            "width": options.label_width if options.label_format else 1,
-            **({"pad": options.label_pad} if options.label_format == "class-ids" else {}),
-        },
-        **({"report_file": REPORT, "report_counts": report_counts} if report_counts is not None else {}),
-        "sagemaker_file": SAGEMAKER,
-        "sagemaker": sagemaker_doc,
-        "shorter_edges": {str(k): v for k, v in sorted(edges.items())},
-        "shorter_edges_by_split": {
-            split: {str(k): v for k, v in sorted(e.items())} for split, e in edges_by_split.items() if split in splits_doc
-        },
-        "warnings": found.to_json(),
-        "increments": previous.batch if previous else 0,
-        "identity": dataset_identity(options),
-        "options": options.to_json(),
-        **extra,
-    }
-    if previous is None:
-        # nothing names the replaced dataset's files any more: gone before the manifest says "complete"
-        _remove_stale(out, ownership(out, options.name), dataset_files(manifest))
-    if report_counts is None:
-        storage.delete(storage.join(out, REPORT))  # from an earlier run with --labels or --check-duplicates
-    from imgrec.summary import render_summary
 
-    summary = render_summary(manifest)
-    storage.write_text(storage.join(out, SUMMARY), summary)
-    crashpoints.reached("before-manifest")
-    # The commit: from here on the dataset is the new one (see the module docstring).
-    storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    crashpoints.reached("manifest-written")
-    if previous is not None:
-        # the old manifest named the old state's lists and merged indexes until this moment
-        _remove_stale(out, ownership(out, options.name), dataset_files(manifest))
-    crashpoints.reached("stale-removed")
-    _clear_work(out)
-    manifest["summary_text"] = summary
-    return manifest
+
+# ---------------------------------------------------------------- the splits
+
+
+@dataclass
+class Assembled:
+    """The splits as the manifest describes them, with their class counts and image sizes."""
+
+    splits: dict[str, Any]
+    class_counts: dict[str, dict[str, int]]
+    edges_by_split: dict[str, dict[int, int]]
+    unsplit_edges: dict[int, int]
+
+
+def assemble_splits(options: ConvertOptions, layout: Layout, got: Gathered, previous: Previous | None) -> Assembled:
+    """Write every split's ``.lst`` and merged index (after the dataset added to), count classes and sizes."""
+    old_splits = previous.manifest["splits"] if previous else {}
+    class_counts = {split: dict(c) for split, c in (previous.manifest.get("class_counts", {}) if previous else {}).items()}
+    edges_by_split, unsplit = previous_edges(previous.manifest if previous else {})
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        if split not in got.shards and split not in old_splits:
+            continue
+        splits[split] = _assemble_split(
+            options, layout, got, split, old_splits.get(split), class_counts.setdefault(split, {}),
+            edges_by_split.setdefault(split, {}), drop_empty=previous is not None,
+        )
+    return Assembled(splits, class_counts, edges_by_split, unsplit)
+
+
+def _assemble_split(options, layout, got: Gathered, split, old_doc, counts, edges, drop_empty) -> dict:
+    """Write a split's ``.lst`` and merged index, streaming, and return its manifest entry.
+
+    ``old_doc`` is the split in the dataset being added to (``--incremental``): its list
+    and merged index are copied first into the new state's files (the layout names
+    them after the increment, so the old ones stay as they are until the manifest is
+    replaced) and the new shards follow its shards. There, a new shard that ends up
+    empty (all its images skipped) is dropped.
+    """
+    out, classes = options.output, got.classes
+    lst_rel, merged_rel = layout.lst(split), layout.merged_idx(split)
+    shard_docs = list(old_doc["shards"]) if old_doc else []
+    base = old_doc["bytes"] if old_doc else 0
+    records = old_doc["records"] if old_doc else 0
+    next_id = old_doc.get("next_id", old_doc["records"]) if old_doc else 0
+    with storage.atomic_writer(storage.join(out, lst_rel)) as lst_f, \
+            storage.atomic_writer(storage.join(out, merged_rel)) as merged_f:
+        if old_doc:
+            for rel, f in ((old_doc["lst"], lst_f), (old_doc["merged_idx"], merged_f)):
+                with storage.open_read(storage.join(out, rel)) as src:
+                    shutil.copyfileobj(src, f, COPY_BUFFER)
+            crashpoints.reached("writing-lists")
+        for rec in got.shards.get(split, []):
+            got.errors.extend(rec.errors)
+            if drop_empty and rec.records == 0:
+                storage.delete(storage.join(out, rec.rec))
+                storage.delete(storage.join(out, rec.idx))
+                continue
+            for line, offset in zip(rec.lst, rec.offsets):
+                fields = line.rstrip("\n").split("\t")
+                lst_f.write(line.encode("utf-8", "surrogateescape"))
+                merged_f.write(b"%s\t%d\n" % (fields[0].encode(), base + offset))
+                next_id = max(next_id, int(fields[0]) + 1)
+                for class_id in decode_label([float(v) for v in fields[1:-1]], options.label_format, options.label_pad):
+                    counts[classes[class_id]] = counts.get(classes[class_id], 0) + 1
+            for edge, n in rec.shorter_edges.items():
+                edges[int(edge)] = edges.get(int(edge), 0) + n
+            base += rec.bytes
+            records += rec.records
+            shard_docs.append({"rec": rec.rec, "idx": rec.idx, "records": rec.records, "bytes": rec.bytes,
+                               "sha256": rec.sha256})
+    return {"records": records, "bytes": base, "next_id": next_id, "lst": lst_rel, "merged_idx": merged_rel,
+            "shards": shard_docs}
 
 
 def previous_edges(manifest: dict) -> tuple[dict[str, dict[int, int]], dict[int, int]]:
@@ -506,146 +236,190 @@ def merge_edges(histograms: Sequence[dict[int, int]]) -> dict[int, int]:
     return merged
 
 
-def _shard_records(out: str, layout: Layout, plan: dict) -> dict[str, list[dict]]:
-    """Every planned shard's completion record, by split, in shard order; raises when one is missing."""
-    found: dict[str, list[dict]] = {}
-    for split in SPLITS:
-        if split not in plan["splits"]:
-            continue
-        shards = plan["splits"][split]["shards"]
-        for shard in range(shards):
-            rec = _load_json(
-                storage.join(out, layout.shard_record(split, shard, shards)), "shard %d of %s" % (shard, split)
-            )
-            planned = plan["splits"][split]["counts"].get(str(shard), 0)
-            if rec["planned"] != planned:
-                raise IncompleteError(
-                    "shard %d of %s holds %d planned images, the plan says %d" % (shard, split, rec["planned"], planned)
-                )
-            found.setdefault(split, []).append(rec)
-    return found
+# ---------------------------------------------------------------- the files beside the splits
 
 
-def _assemble_split(out, layout, options, classes, split, shard_records, old_doc, errors, counts, edges, drop_empty):
-    """Write a split's ``.lst`` and merged index, streaming, and return its manifest entry.
-
-    ``old_doc`` is the split in the dataset being added to (``--incremental``): its list
-    and merged index are copied first into the new state's files (the layout names
-    them after the increment, so the old ones stay as they are until the manifest is
-    replaced) and the new shards follow its shards. There, a new shard that ends up
-    empty (all its images skipped) is dropped.
-    """
-    lst_rel, merged_rel = layout.lst(split), layout.merged_idx(split)
-    shard_docs = list(old_doc["shards"]) if old_doc else []
-    base = old_doc["bytes"] if old_doc else 0
-    records = old_doc["records"] if old_doc else 0
-    next_id = old_doc.get("next_id", old_doc["records"]) if old_doc else 0
-    with storage.atomic_writer(storage.join(out, lst_rel)) as lst_f, \
-            storage.atomic_writer(storage.join(out, merged_rel)) as merged_f:
-        if old_doc:
-            for rel, f in ((old_doc["lst"], lst_f), (old_doc["merged_idx"], merged_f)):
-                with storage.open_read(storage.join(out, rel)) as src:
-                    shutil.copyfileobj(src, f, COPY_BUFFER)
-            crashpoints.reached("writing-lists")
-        for rec in shard_records:
-            errors.extend(from_json(e) for e in rec["errors"])
-            if drop_empty and rec["records"] == 0:
-                storage.delete(storage.join(out, rec["rec"]))
-                storage.delete(storage.join(out, rec["idx"]))
-                continue
-            for line, offset in zip(rec["lst"], rec["offsets"]):
-                fields = line.rstrip("\n").split("\t")
-                lst_f.write(line.encode("utf-8", "surrogateescape"))
-                merged_f.write(b"%s\t%d\n" % (fields[0].encode(), base + offset))
-                next_id = max(next_id, int(fields[0]) + 1)
-                for class_id in decode_label([float(v) for v in fields[1:-1]], options.label_format, options.label_pad):
-                    counts[classes[class_id]] = counts.get(classes[class_id], 0) + 1
-            for edge, n in rec.get("shorter_edges", {}).items():
-                edges[int(edge)] = edges.get(int(edge), 0) + n
-            base += rec["bytes"]
-            records += rec["records"]
-            shard_docs.append(
-                {"rec": rec["rec"], "idx": rec["idx"], "records": rec["records"], "bytes": rec["bytes"], "sha256": rec["sha256"]}
-            )
-    return {
-        "records": records,
-        "bytes": base,
-        "next_id": next_id,
-        "lst": lst_rel,
-        "merged_idx": merged_rel,
-        "shards": shard_docs,
-    }
-
-
-def _nothing_new(options, previous, root_errors, errors, shard_records) -> dict:
-    """An --incremental run that found no new image to add: leave the dataset exactly as it was."""
+def write_side_files(options: ConvertOptions, got: Gathered, expected_report: bool) -> None:
+    """``classes.json``, ``labels.txt``, ``report.jsonl`` and ``errors.jsonl``; then the --max-errors check."""
     out = options.output
-    for recs in shard_records.values():
-        for rec in recs:  # shards of new images that were all skipped
-            errors.extend(from_json(e) for e in rec["errors"])
-            storage.delete(storage.join(out, rec["rec"]))
-            storage.delete(storage.join(out, rec["idx"]))
-    if options.resume:  # files of an increment killed before its commit were kept for reuse: none was new
-        _remove_stale(out, ownership(out, options.name), dataset_files(previous.manifest))
-    errors.sort(key=lambda e: (e.path, e.stage, e.reason))
-    text = to_jsonl(errors)
-    errors_uri = storage.join(out, ERRORS)
-    if not storage.exists(errors_uri) or storage.read_text(errors_uri) != text:
-        storage.write_text(errors_uri, text)
-    _clear_work(out)
-    manifest = dict(previous.manifest)
-    manifest["summary_text"] = (
-        "Nothing new in %s: every image found is already in %s (%d images); nothing was changed.\n"
-        "%d inputs skipped (details in %s).\n" % (options.input, out, sum(d["records"] for d in manifest["splits"].values()),
-                                                  len(errors), ERRORS)
-    )
-    manifest["nothing_new"] = True
-    return manifest
-
-
-def _clear_work(out: str) -> None:
-    """Remove this tool's files under ``_work`` (and the folders they leave empty); anything else there stays."""
-    for rel in storage.list_recursive(storage.join(out, WORK)):
-        if in_work(WORK + "/" + rel):
-            storage.delete(storage.join(out, WORK, rel))
-    if not storage.is_s3(out):
-        _remove_empty_dirs(os.path.join(out, WORK))
+    for rel, text in class_files(got.classes).items():
+        storage.write_text(storage.join(out, rel), text)
+    if expected_report:
+        storage.write_text(storage.join(out, REPORT), findings.to_jsonl(got.report_items))
+    got.errors.sort(key=lambda e: (e.path, e.stage, e.reason))
+    storage.write_text(storage.join(out, ERRORS), to_jsonl(got.errors))
+    inputs = got.listed + sum(1 for e in got.errors if e.stage == STAGE_LIST)
+    limit = error_limit(options.max_errors, inputs)
+    if limit is not None and len(got.errors) > limit:
+        raise TooManyErrorsError(
+            "%d of %d inputs were skipped, more than --max-errors allows (%d); no manifest written, "
+            "see %s for each one and why" % (len(got.errors), inputs, limit, storage.join(out, ERRORS))
+        )
 
 
 def write_single_file(out: str, layout: Layout, split: str, shard_docs: list[dict], merged_idx: str) -> dict:
     """``--single-file``: the split's shards concatenated into one .rec, and the merged index as its .idx.
 
-    On S3 the shards are copied server-side (``imgrec.storage.concatenate``);
-    locally they are streamed into the new file.
+    On S3 the shards are copied server-side; locally they are streamed into the new file.
     """
     rec_rel, idx_rel = layout.single_rec(split), layout.single_idx(split)
-    dest = storage.join(out, rec_rel)
     sources = [(storage.join(out, s["rec"]), s["bytes"]) for s in shard_docs]
-    storage.concatenate(dest, sources)
+    storage.concatenate(storage.join(out, rec_rel), sources)
     storage.write_text(storage.join(out, idx_rel), merged_idx)
+    return {"rec": rec_rel, "idx": idx_rel, "records": sum(s["records"] for s in shard_docs),
+            "bytes": sum(s["bytes"] for s in shard_docs)}
+
+
+def write_sagemaker(options: ConvertOptions, got: Gathered, done: Assembled) -> dict:
+    """``sagemaker.json``, from the images a training job reads: the train and validation channels."""
+    channel_edges = merge_edges([done.edges_by_split.get(s, {}) for s in CHANNELS] + [done.unsplit_edges])
+    doc = sagemaker_document(options.output, len(got.classes), done.splits, options.label_format, got.label_width,
+                             channel_edges, options.encode.color)
+    storage.write_text(storage.join(options.output, SAGEMAKER), sagemaker_text(doc))
+    return doc
+
+
+def job_metrics(got: Gathered, shards_written: int | None) -> dict[str, int]:
+    """The job's counters, from what it wrote (the same on every runner, metrics or not)."""
+    records = [r for recs in got.shards.values() for r in recs]
     return {
-        "rec": rec_rel,
-        "idx": idx_rel,
-        "records": sum(s["records"] for s in shard_docs),
-        "bytes": sum(s["bytes"] for s in shard_docs),
+        "bytes_written": sum(r.bytes for r in records),
+        "images_listed": got.listed,
+        "images_skipped": sum(len(r.errors) for r in records),
+        "images_written": sum(r.records for r in records),
+        "shards_written": len(records) if shards_written is None else shards_written,
     }
 
 
-def _remove_stale(out: str, owner: Ownership, keep: set[str]) -> None:
-    """Delete the data files this tool wrote that the manifest does not name (``keep``).
+def manifest_document(options, previous, got: Gathered, done: Assembled, sagemaker_doc, warnings, extra) -> dict:
+    reasons: dict[str, int] = {}
+    for e in got.errors:
+        reasons[e.reason] = reasons.get(e.reason, 0) + 1
+    edges = merge_edges(list(done.edges_by_split.values()) + [done.unsplit_edges])
+    expected = findings.expected(options)
+    return {
+        "version": MANIFEST_VERSION,
+        "input": options.input,
+        "classes": got.classes,
+        "num_classes": len(got.classes),
+        "splits": done.splits,
+        "class_counts": done.class_counts,
+        "images_listed": got.listed,
+        "ignored_non_image_files": got.ignored,
+        "errors": len(got.errors),
+        "errors_by_reason": dict(sorted(reasons.items())),
+        "errors_file": ERRORS,
+        "classes_file": CLASSES_JSON,
+        "labels_file": LABELS_TXT,
+        "labels": {
+            "source": options.labels or "folders",
+            "format": options.label_format or "single",
+            "width": got.label_width if options.label_format else 1,
+            **({"pad": options.label_pad} if options.label_format == "class-ids" else {}),
+        },
+        **({"report_file": REPORT, "report_counts": got.report_counts} if expected else {}),
+        "sagemaker_file": SAGEMAKER,
+        "sagemaker": sagemaker_doc,
+        "shorter_edges": {str(k): v for k, v in sorted(edges.items())},
+        "shorter_edges_by_split": {
+            split: {str(k): v for k, v in sorted(e.items())} for split, e in done.edges_by_split.items()
+            if split in done.splits
+        },
+        "warnings": warnings,
+        "increments": previous.batch if previous else 0,
+        "identity": dataset_identity(options),
+        "options": options.to_json(),
+        **extra,
+    }
 
-    They are shards of an earlier dataset, files of an increment that crashed before
-    its commit, the old lists and merged indexes of a committed one, or temporary files
-    of a crashed writer. Files someone else put there stay (``Ownership``).
+
+def commit(options: ConvertOptions, previous: Previous | None, manifest: dict) -> str:
+    """Remove what no longer belongs, write ``summary.txt``, then ``manifest.json`` (the commit); returns the summary."""
+    from imgrec.summary import render_summary
+
+    out = options.output
+    if previous is None:
+        # nothing names the replaced dataset's files any more: gone before the manifest says "complete"
+        remove_stale(out, ownership(out, options.name), dataset_files(manifest))
+    if not findings.expected(options):
+        storage.delete(storage.join(out, REPORT))  # from an earlier run with --labels or --check-duplicates
+    summary = render_summary(manifest)
+    storage.write_text(storage.join(out, SUMMARY), summary)
+    crashpoints.reached("before-manifest")
+    # The commit: from here on the dataset is the new one (see the module docstring).
+    storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    crashpoints.reached("manifest-written")
+    if previous is not None:
+        # the old manifest named the old state's lists and merged indexes until this moment
+        remove_stale(out, ownership(out, options.name), dataset_files(manifest))
+    crashpoints.reached("stale-removed")
+    clear_work(out)
+    return summary
+
+
+def finalize(
+    options: ConvertOptions,
+    previous: Previous | None = None,
+    warnings: Sequence[str] = (),
+    started: float | None = None,
+    shards_written: int | None = None,
+) -> dict:
+    """Assemble the dataset from what the job's steps left under ``options.output``; returns the manifest.
+
+    With ``previous`` (``--incremental``) the new shards are added to that dataset; when
+    there is nothing new to add, nothing in the output is touched. ``warnings``: one-line
+    warnings found before the job; the manifest and the summary carry them and the ones
+    found here (classes without images).
     """
-    for rel in storage.list_recursive(out):
-        if rel not in keep and is_data_folder(rel) and owner.data_file(rel):
-            storage.delete(storage.join(out, rel))
+    layout = layout_for(options, previous)
+    got = gather(options, layout)
+    check_found_images(options, got)
+    if previous is not None and not any(r.records for recs in got.shards.values() for r in recs):
+        return nothing_new(options, previous, got)
+    done = assemble_splits(options, layout, got, previous)
+    found = WarningList(list(warnings) + got.warnings)
+    found.add(empty_classes(got.classes, done.class_counts))
+    crashpoints.reached("lists-written")
+    write_side_files(options, got, findings.expected(options))
+    if options.single_file:  # after the --max-errors check: no copying for a refused dataset
+        for split, doc in done.splits.items():
+            doc["single_file"] = write_single_file(  # named after --name, whatever increment this is
+                options.output, layout_for(options), split, doc["shards"],
+                storage.read_text(storage.join(options.output, doc["merged_idx"])))
+    sagemaker_doc = write_sagemaker(options, got, done)
+    extra = {"output": options.output, "metrics": job_metrics(got, shards_written)}
+    if started is not None:
+        extra["wall_seconds"] = round(time.time() - started, 3)
+    manifest = manifest_document(options, previous, got, done, sagemaker_doc, found.to_json(), extra)
+    manifest["summary_text"] = commit(options, previous, manifest)
+    return manifest
 
 
-def _remove_empty_dirs(path: str) -> None:
-    for dirpath, _, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
-        try:
-            os.rmdir(dirpath)
-        except OSError:
-            pass
+def nothing_new(options: ConvertOptions, previous: Previous, got: Gathered) -> dict:
+    """An --incremental run that found no new image to add: leave the dataset exactly as it was."""
+    out = options.output
+    for recs in got.shards.values():
+        for rec in recs:  # shards of new images that were all skipped
+            got.errors.extend(rec.errors)
+            storage.delete(storage.join(out, rec.rec))
+            storage.delete(storage.join(out, rec.idx))
+    if options.resume:  # files of an increment killed before its commit were kept for reuse: none was new
+        remove_stale(out, ownership(out, options.name), dataset_files(previous.manifest))
+    got.errors.sort(key=lambda e: (e.path, e.stage, e.reason))
+    text = to_jsonl(got.errors)
+    errors_uri = storage.join(out, ERRORS)
+    if not storage.exists(errors_uri) or storage.read_text(errors_uri) != text:
+        storage.write_text(errors_uri, text)
+    clear_work(out)
+    manifest = dict(previous.manifest)
+    manifest["summary_text"] = nothing_new_text(options, manifest, len(got.errors))
+    manifest["nothing_new"] = True
+    return manifest
+
+
+def nothing_new_text(options: ConvertOptions, manifest: dict, errors: int) -> str:
+    return (
+        "Nothing new in %s: every image found is already in %s (%d images); nothing was changed.\n"
+        "%d inputs skipped (details in %s).\n" % (options.input, options.output,
+                                                  sum(d["records"] for d in manifest["splits"].values()), errors, ERRORS)
+    )

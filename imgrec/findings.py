@@ -34,6 +34,7 @@ UNLISTED = "unlisted"
 DUPLICATE = "duplicate"
 LABEL_CONFLICT = "label_conflict"
 LABELLED = "labelled"
+IMAGES = "images"  # count-only: images a job took in (listed, or given by a source)
 IGNORED = "ignored_non_image"
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from imgrec import storage
 from imgrec.classmap import load_class_map, lookalike_pairs, resolve_names, shown_name
 from imgrec.errors import STAGE_LIST, ErrorRecord, UsageError
-from imgrec.items import OWNER_MARK, FolderListing
+from imgrec.items import FolderListing
+from imgrec.layout import OWNER_MARK
 
 
 @dataclass(frozen=True)

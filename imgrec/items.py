@@ -25,9 +25,8 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 from imgrec import storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
+from imgrec.layout import OWNER_MARK
 
-# Marks a folder as this tool's output: such a folder is never listed as images.
-OWNER_MARK = ".imgrec-output"
 LISTED = "listed"  # count-only finding: images a listing found
 IGNORED = "ignored_non_image"  # count-only finding: files without an image extension
 ERROR = "error"

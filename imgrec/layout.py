@@ -32,6 +32,9 @@ REPORT = "report.jsonl"
 SAGEMAKER = "sagemaker.json"
 SINGLE = "single"
 WORK = "_work"
+# Marks a folder as this tool's output: such a folder is never listed as images, and a re-run after a crash
+# (no manifest yet) is told apart from a folder of someone else's files.
+OWNER_MARK = ".imgrec-output"
 # What the files of --incremental run N carry in their names (shards: data-inc0001-00000-of-00002.rec).
 INCREMENT_SUFFIX = "-inc%04d"
 

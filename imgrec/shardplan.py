@@ -231,3 +231,32 @@ def plan_shards(
         number, of = written[(split, s)]
         tasks.setdefault(split, []).append(ShardTask(split, number, of, first, records, nbytes, tuple(parts)))
     return Plan(tasks, {s: t for s, t in totals.items() if t[0]})
+
+
+PLAN_FILE = "_work/plan.json"
+
+
+def save_plan(output: str, plan: Plan, classes: Sequence[str], label_width: int, warnings: Sequence[str] = ()) -> None:
+    """``_work/plan.json``: the shard tasks, the class names in id order and the label width, for every later step.
+
+    ``warnings``: about the classes settled at plan time (look-alike names), for the manifest.
+    """
+    import json
+
+    from imgrec import storage
+
+    doc = plan.to_json()
+    doc["classes"] = list(classes)
+    doc["label_width"] = label_width
+    doc["warnings"] = list(warnings)
+    storage.write_text(storage.join(output, PLAN_FILE), json.dumps(doc, ensure_ascii=False, sort_keys=True))
+
+
+def load_plan(output: str) -> tuple[Plan, list[str], int, list[str]]:
+    """What ``save_plan`` wrote (FileNotFoundError when the planning step did not finish)."""
+    import json
+
+    from imgrec import storage
+
+    doc = json.loads(storage.read_text(storage.join(output, PLAN_FILE)))
+    return Plan.from_json(doc), list(doc["classes"]), int(doc.get("label_width", 0)), list(doc.get("warnings", ()))

@@ -132,10 +132,21 @@ def save_spec(spec: WriteSpec, path: str) -> None:
     os.replace(tmp, path)
 
 
-@functools.lru_cache(maxsize=4)
+_SPECS: dict[str, WriteSpec] = {}
+
+
+def register_spec(name: str, spec: WriteSpec) -> None:
+    """Make ``spec`` known in this process under ``name`` (threads only: a worker process loads a saved file)."""
+    _SPECS[name] = spec
+
+
 def load_spec(path: str) -> WriteSpec:
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    """The spec saved at ``path`` (read once per process), or registered under that name."""
+    spec = _SPECS.get(path)
+    if spec is None:
+        with open(path, "rb") as f:
+            spec = _SPECS[path] = pickle.load(f)
+    return spec
 
 
 # ---------------------------------------------------------------- one part

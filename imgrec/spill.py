@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from imgrec import classmap, items, labels, runs, storage
+from imgrec import classmap, findings, items, labels, runs, storage
 from imgrec.dedup import content_key
 from imgrec.errors import ErrorRecord, UsageError
 from imgrec.options import ConvertOptions
@@ -106,6 +106,7 @@ def spill(job: SpillJob) -> Part:
             batch = []
     if batch:
         _flush(job.scratch, batch, summary)
+    summary.findings.append(items.Finding(findings.IMAGES, summary.refs))
     return Part(meta=summary)
 
 

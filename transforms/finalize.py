@@ -27,7 +27,7 @@ class _FinalizeFn(beam.DoFn):
         self.job = job
 
     def setup(self):
-        self.job.options.env().apply()
+        self.job.env.apply()
 
     def process(self, ends):
         # ends: [(tag, value)] for every shard written and every report fragment

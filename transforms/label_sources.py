@@ -25,15 +25,14 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import classmap, findings, labels, storage
+from imgrec import classmap, findings, items, labels, storage
 from imgrec.env import WorkerEnv
 from imgrec.options import ConvertOptions
-from imgrec.planning import ImageRef, assign_split, image_key
-from imgrec.finalize import OWNER_MARK
-from transforms.list_images import classify_entry
+from imgrec.items import classify_entry
+from imgrec.layout import OWNER_MARK
 
-# Tags of the values that meet at a path.
-_ENTRY, _FILE, _BAD = 0, 1, 2
+# Tags of what a listed path is: a usable file, or why it is not.
+_FILE, _BAD = 1, 2
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ class _ParseChunkFn(beam.DoFn):
                 yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(entry.relpath, "unsupported_ext", detail))
                 )
                 continue
-            yield findings.MAIN, (entry.relpath, (_ENTRY, (entry.lineno, self._spec.ids_of(entry))))
+            yield findings.MAIN, (entry.relpath, (entry.lineno, self._spec.ids_of(entry)))
 
 
 def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
@@ -160,48 +159,40 @@ class _ListFolderFn(beam.DoFn):
             yield (findings.FOUND, (findings.IGNORED, ignored, None))
 
 
-def resolve_path(element, label_file: str, ratios, seed: str, single_label: bool):
-    """The ImageRef (or findings) of one path, from everything known about it."""
-    # element: (relpath, [(_ENTRY, (line, ids)) | (_FILE, (size, version)) | (_BAD, error json)])
-    relpath, tagged = element
-    entries, size, version, bad = [], None, "", None
-    for tag, value in tagged:
-        if tag == _ENTRY:
-            entries.append(value)
-        elif tag == _FILE:
-            size, version = value
-        else:
-            bad = value
+def resolve_path(element, label_file: str, classes):
+    """The Image (or findings) of one path, from everything known about it."""
+    # element: (relpath, {"entries": [(line, ids)], "files": [(size, version)], "bad": [error json]})
+    relpath, joined = element
+    entries = sorted(joined["entries"])
+    files, bad = joined["files"], (joined["bad"] or [None])[0]
     if not entries:
-        if size is not None:
-            yield (findings.FOUND, (findings.UNLISTED, 1, {"kind": findings.UNLISTED, "path": relpath}))
+        if files:
+            yield items.Finding(findings.UNLISTED, 1, {"kind": findings.UNLISTED, "path": relpath})
         return
-    entries.sort()
     lines = ", ".join(str(line) for line, _ in entries)
     if len({tuple(ids) for _, ids in entries}) > 1:
         detail = "listed with different labels on lines %s of %s" % (lines, label_file)
-        yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(relpath, "conflicting_lines", detail)))
+        yield items.Finding(findings.ERROR, 1, findings.error_item(relpath, "conflicting_lines", detail))
         return
     if len(entries) > 1:
         item = {"kind": "repeated_line", "path": relpath, "lines": [line for line, _ in entries]}
-        yield (findings.FOUND, ("repeated_line", 1, item))
+        yield items.Finding("repeated_line", 1, item)
     line, ids = entries[0]
     if bad is not None:
         detail = "listed on line %d of %s; %s" % (line, label_file, bad.get("detail", ""))
-        yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(relpath, bad["reason"], detail)))
+        yield items.Finding(findings.ERROR, 1, findings.error_item(relpath, bad["reason"], detail))
         return
-    if size is None:
+    if not files:
         detail = "listed on line %d of %s, but not found under the input folder" % (line, label_file)
-        yield (findings.FOUND, (findings.ERROR, 1, findings.error_item(relpath, "missing", detail)))
+        yield items.Finding(findings.ERROR, 1, findings.error_item(relpath, "missing", detail))
         return
-    key = image_key(relpath, seed)
-    label = ids[0] if single_label else tuple(ids)
-    yield (findings.FOUND, (findings.LABELLED, 1, None))
-    yield findings.MAIN, ImageRef(relpath, size, label, assign_split(key, ratios), key, version)
+    size, version = files[0]
+    yield items.Finding(findings.LABELLED, 1, None)
+    yield items.Image(relpath, tuple(classes[i] for i in ids), size, version)
 
 
 class LabelSources(beam.PTransform):
-    """PBegin -> (PCollection[ImageRef], PCollection[(kind, count, item)] of findings)."""
+    """PBegin -> PCollection of ``items.Image`` (labelled by the file) and ``items.Finding`` values."""
 
     def __init__(self, source: LabelSource, options: ConvertOptions):
         super().__init__()
@@ -210,15 +201,16 @@ class LabelSources(beam.PTransform):
 
     def expand(self, pbegin):
         source, options = self._source, self._options
+        env = WorkerEnv.from_options(options)
         folders = list(source.folders) + ([""] if source.root_files else [])
-        # (MAIN, (relpath, (_ENTRY, (line, ids)))) | (FOUND, finding)
+        # (MAIN, (relpath, (line, ids))) | (FOUND, finding)
         parsed = (
             pbegin
             | "LabelChunks" >> beam.Create([(c.index, c) for c in source.chunks])
             # Spread the chunks over workers before parsing (Create may hand them all to one).
             | "SpreadChunks" >> beam.GroupByKey()
             | "UnkeyChunks" >> beam.FlatMap(lambda kv: kv[1])
-            | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, WorkerEnv.from_options(options)))
+            | "ParseChunk" >> beam.ParDo(_ParseChunkFn(source.spec, env))
         )
         # (MAIN, (relpath, (_FILE, (size, version)) | (_BAD, error))) | (FOUND, finding)
         listed = (
@@ -226,25 +218,22 @@ class LabelSources(beam.PTransform):
             | "Folders" >> beam.Create(list(enumerate(folders)))
             | "SpreadFolders" >> beam.GroupByKey()
             | "UnkeyFolders" >> beam.FlatMap(lambda kv: kv[1])
-            | "ListFolder" >> beam.ParDo(_ListFolderFn(options.input, options.exts, WorkerEnv.from_options(options)))
+            | "ListFolder" >> beam.ParDo(_ListFolderFn(options.input, options.exts, env))
         )
-        # (MAIN, ImageRef) | (FOUND, finding)
+        listed_main = listed | "Listed" >> beam.FlatMap(findings.main_of)
+        # Image | Finding, by path: what the label file says meets what the folders hold
         joined = (
-            (parsed | "Entries" >> beam.FlatMap(findings.main_of), listed | "Files" >> beam.FlatMap(findings.main_of))
-            | "JoinByPath" >> beam.Flatten()
-            | "GroupByPath" >> beam.GroupByKey()
-            | "ResolvePath" >> beam.FlatMap(
-                resolve_path,
-                os.path.basename(source.spec.uri.rstrip("/")),
-                options.ratios,
-                options.split_seed,
-                not options.label_format,
-            )
+            {
+                "entries": parsed | "Entries" >> beam.FlatMap(findings.main_of),
+                "files": listed_main | "Files" >> beam.FlatMap(lambda kv: [(kv[0], kv[1][1])] if kv[1][0] == _FILE else []),
+                "bad": listed_main | "Bad" >> beam.FlatMap(lambda kv: [(kv[0], kv[1][1])] if kv[1][0] == _BAD else []),
+            }
+            | "JoinByPath" >> beam.CoGroupByKey()
+            | "ResolvePath" >> beam.FlatMap(resolve_path, os.path.basename(source.spec.uri.rstrip("/")), source.classes)
         )
         found = (
-            (parsed, listed, joined)
-            | "AllTagged" >> beam.Flatten()
-            | "AllFindings" >> beam.FlatMap(findings.found_of)
+            (parsed, listed)
+            | "SourceTagged" >> beam.Flatten()
+            | "SourceFindings" >> beam.FlatMap(lambda t: [items.Finding(*t[1])] if t[0] == findings.FOUND else [])
         )
-        refs = joined | "Refs" >> beam.FlatMap(findings.main_of)
-        return refs, found
+        return (joined, found) | "ImagesAndFindings" >> beam.Flatten()

@@ -1,48 +1,34 @@
-"""PlanShards: batches of ImageRefs -> each shard's refs together with its first record id.
+"""PlanShards: batches of ImageRefs -> each shard's refs together with its first record id (the shuffle planner).
 
 Only metadata crosses this stage's shuffles, and only in batches (lists of
 refs), so a runner's per-element costs are paid per batch, not per image:
 per-split totals decide the shard count, an image's key decides its shard,
 per-shard counts decide the ids and the written shards (a planned shard that
 received no image is not written; the others are numbered densely). The plan
-is also written to ``_work/plan.json`` so the finaliser knows exactly which
-shards must exist.
+-- with the class names in id order, settled from the labels the refs carry --
+is written to ``_work/plan.json`` (``imgrec.shardplan``) for the writers and the
+Finalize step.
 
 No side inputs: the global facts (shard counts, first ids) reach the refs
-through joins, i.e. a Flatten of tagged elements and a GroupByKey. Beam's
-Dask runner evaluates a side input by recomputing its whole upstream inside
-every task that reads it (listing the input again, and duplicating elements),
-while Flatten and GroupByKey are translated by every runner.
+through ``beam.CoGroupByKey``, which Beam builds from a Flatten and a
+GroupByKey, both translated by every runner. (Beam's Dask runner evaluates a
+side input by recomputing its whole upstream inside every task that reads it.)
 """
 
 from __future__ import annotations
 
-import json
+from typing import Callable
 
 import apache_beam as beam
 
-from imgrec import storage
 from imgrec.env import WorkerEnv
-from imgrec.layout import WORK
-from imgrec.planning import (
-    BATCH_REFS,
-    RefBatch,
-    SplitTotals,
-    assign_shard,
-    plan_shard_counts,
-    shard_bases,
-    written_shards,
-)
-
-PLAN = WORK + "/plan.json"
+from imgrec.planning import BATCH_REFS, RefBatch, SplitTotals, assign_shard, plan_shard_counts, shard_bases, written_shards
+from imgrec.shardplan import Plan, ShardTask, save_plan
 
 # The batches of each split meet its shard count in this many join groups (a batch's
 # group comes from its first key), so shard assignment runs in parallel on a cluster
 # while the shuffle carries a few elements per batch. It does not change the output.
 JOIN_GROUPS = 64
-
-# Tags of the joined values: a fact (a shard count or a first id) or a batch of refs.
-_FACT, _REF = 0, 1
 
 
 class _MergeTotals(beam.CombineFn):
@@ -67,6 +53,31 @@ class _MergeTotals(beam.CombineFn):
         return acc
 
 
+class _MergeFacts(beam.CombineFn):
+    """(per-shard totals, label names, most labels) of each batch -> the same for all of them."""
+
+    def create_accumulator(self):
+        return {}, set(), 0
+
+    def add_input(self, acc, facts):
+        totals, names, most = acc
+        more_totals, more_names, more_most = facts
+        for key, (records, size) in more_totals.items():
+            r, b = totals.get(key, (0, 0))
+            totals[key] = (r + records, b + size)
+        names |= set(more_names)
+        return totals, names, max(most, more_most)
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for acc in accs:
+            out = self.add_input(out, acc)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
 def _by_split(batch):
     # [ImageRef] -> ((split, join group), [ImageRef of that split]) per split in the batch
     per_split = {}
@@ -83,75 +94,86 @@ def _split_totals(keyed):
 
 
 def _shard_counts_per_group(totals, shard_size_mb, images_per_shard):
-    # totals: {split: (records, bytes)} -> ((split, group), (_FACT, shards)) for every join group
+    # totals: {split: (records, bytes)} -> ((split, group), shards) for every join group
     counts = plan_shard_counts({s: SplitTotals(*v) for s, v in totals.items()}, shard_size_mb, images_per_shard)
     for split, shards in sorted(counts.items()):
         for group in range(JOIN_GROUPS):
-            yield (split, group), (_FACT, shards)
+            yield (split, group), shards
 
 
 def _assign_shards(element, ratios):
-    # ((split, group), [(_FACT, shards), (_REF, [ImageRef]), ...]) -> ((split, shard, shards), [ImageRef]) per shard
-    (split, _), tagged = element
-    shards, batches = None, []
-    for tag, value in tagged:
-        if tag == _FACT:
-            shards = value
-        else:
-            batches.append(value)
+    # ((split, group), {"shards": [shards], "refs": [[ImageRef], ...]}) -> ((split, shard, shards), [ImageRef])
+    (split, _), joined = element
+    shards = joined["shards"][0]
     per_shard = {}
-    for refs in batches:
+    for refs in joined["refs"]:
         for ref in refs:
             per_shard.setdefault(assign_shard(ref.key, split, ratios, shards), RefBatch()).append(ref)
     for shard, refs in sorted(per_shard.items()):
         yield (split, shard, shards), refs
 
 
-def _shard_totals(assigned):
-    # ((split, shard, shards), [ImageRef]) -> {(split, shard, shards): (records, bytes)}
+def _names(label) -> tuple:
+    return (label,) if isinstance(label, str) else tuple(label)
+
+
+def _shard_facts(assigned):
+    # ((split, shard, shards), [ImageRef]) -> ({key: (records, bytes)}, label names, most labels on an image)
     key, refs = assigned
-    return {key: (len(refs), sum(r.size for r in refs))}
+    names, most = set(), 0
+    for ref in refs:
+        labels = _names(ref.label)
+        names.update(labels)
+        most = max(most, len(set(labels)))
+    return {key: (len(refs), sum(r.size for r in refs))}, names, most
 
 
-def _plan_document(counts: dict, totals: dict) -> dict:
-    splits = {}
-    for (split, shard, shards), n in sorted(counts.items()):
-        entry = splits.setdefault(split, {"shards": shards, "records": 0, "bytes": totals[split][1], "counts": {}})
-        entry["counts"][str(shard)] = n
-        entry["records"] += n
-    return {"splits": splits}
+def plan_of(per_shard: dict) -> tuple[Plan, dict]:
+    """The Plan (shards without parts) and each planned shard's (first id, written key), from per-shard totals."""
+    counts = {(split, shard): n for (split, shard, _), (n, _) in per_shard.items()}
+    written = written_shards(counts)  # a planned shard that received no image is not written
+    bases = shard_bases(counts)
+    tasks: dict[str, list[ShardTask]] = {}
+    totals: dict[str, tuple[int, int]] = {}
+    facts = {}
+    for key in sorted(per_shard, key=lambda k: (k[0], k[1])):
+        split, shard, _ = key
+        records, size = per_shard[key]
+        r, b = totals.get(split, (0, 0))
+        totals[split] = (r + records, b + size)
+        number, of = written[(split, shard)]
+        facts[key] = (bases[(split, shard)], (split, number, of))
+        tasks.setdefault(split, []).append(ShardTask(split, number, of, bases[(split, shard)], records, size))
+    return Plan(tasks, totals), facts
 
 
-def _write_plan_and_bases(per_shard, output, env: WorkerEnv | None = None, first_ids=None):
-    # {(split, shard, shards): (records, bytes)} -> ((split, shard, shards), (_FACT, (first id, written key)))
-    if env is not None:  # this runs in a worker: Beam's --s3_* options do not reach it
-        env.apply()
-    counts, totals = {}, {}
-    for key, (records, size) in per_shard.items():
-        counts[key] = records
-        split_records, split_bytes = totals.get(key[0], (0, 0))
-        totals[key[0]] = (split_records + records, split_bytes + size)
-    # a planned shard that received no image is not written: the others are numbered densely
-    written = written_shards({(split, shard): n for (split, shard, _), n in counts.items()})
-    written_counts = {(split, *written[(split, shard)]): n for (split, shard, _), n in counts.items()}
-    storage.write_text(storage.join(output, PLAN), json.dumps(_plan_document(written_counts, totals), sort_keys=True))
-    bases = shard_bases({(split, shard): n for (split, shard, _), n in counts.items()})
-    for split, shard, shards in sorted(counts):
-        # an --incremental run continues each split's ids after the ones already used
-        first_id = bases[(split, shard)] + (first_ids or {}).get(split, 0)
-        yield (split, shard, shards), (_FACT, (first_id, (split, *written[(split, shard)])))
+def _write_plan_and_bases(facts, output, env: WorkerEnv, first_ids, settle: Callable):
+    # (per-shard totals, names, most labels) -> ((split, shard, shards), (first id, written key))
+    env.apply()  # this runs in a worker: Beam's --s3_* options do not reach it
+    per_shard, names, most = facts
+    classes, width = settle(names, most)
+    plan, bases = plan_of(per_shard)
+    offsets = first_ids or {}  # an --incremental run continues each split's ids after the ones already used
+    plan = Plan({s: [_shifted(t, offsets.get(s, 0)) for t in ts] for s, ts in plan.tasks.items()}, plan.totals)
+    save_plan(output, plan, classes, width)
+    for key, (first_id, written_key) in sorted(bases.items()):
+        yield key, (first_id + offsets.get(key[0], 0), written_key)
+
+
+def _shifted(task: ShardTask, offset: int) -> ShardTask:
+    from dataclasses import replace
+
+    return replace(task, first_id=task.first_id + offset)
 
 
 def _with_first_id(element):
-    # ((split, shard, shards), [(_FACT, (first id, written key)), (_REF, [ImageRef]), ...])
+    # ((split, shard, shards), {"first": [(first id, written key)], "refs": [[ImageRef], ...]})
     # -> ((split, written shard, written shards), first id, [ImageRef])
-    key, tagged = element
-    first_id, refs = None, RefBatch()
-    for tag, value in tagged:
-        if tag == _FACT:
-            first_id, key = value
-        else:
-            refs.extend(value)
+    _, joined = element
+    first_id, key = joined["first"][0]
+    refs = RefBatch()
+    for batch in joined["refs"]:
+        refs.extend(batch)
     return key, first_id, refs
 
 
@@ -184,10 +206,14 @@ class BatchRefs(beam.PTransform):
 
 
 class PlanShards(beam.PTransform):
-    """PCollection[list[ImageRef]] -> PCollection[((split, shard, shards), first_id, [ImageRef])]."""
+    """PCollection[list[ImageRef]] -> PCollection[((split, shard, shards), first_id, [ImageRef])].
 
-    def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, env: WorkerEnv | None = None,
-                 first_ids=None):
+    ``settle(names, most_labels) -> (classes, label_width)`` turns the label names the
+    refs carry into the class list (ids) and the label vector width, once, at plan time.
+    """
+
+    def __init__(self, ratios, shard_size_mb, images_per_shard, output_root, env: WorkerEnv, first_ids=None,
+                 settle: Callable | None = None):
         super().__init__()
         self._ratios = ratios
         self._shard_size_mb = shard_size_mb
@@ -195,11 +221,12 @@ class PlanShards(beam.PTransform):
         self._output = output_root
         self._env = env
         self._first_ids = dict(first_ids or {})
+        self._settle = settle
 
     def expand(self, batches):
         # ((split, group), [ImageRef])
         keyed = batches | "BySplit" >> beam.FlatMap(_by_split)
-        # ((split, group), (_FACT, shards)) for every join group of every split
+        # ((split, group), shards) for every join group of every split
         shard_counts = (
             keyed
             | "SplitTotalsInBatch" >> beam.Map(_split_totals)
@@ -208,23 +235,20 @@ class PlanShards(beam.PTransform):
         )
         # ((split, shard, shards), [ImageRef]): a batch's refs, cut by shard
         assigned = (
-            (shard_counts, keyed | "TagRefs" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1]))))
-            | "JoinCounts" >> beam.Flatten()
-            | "GroupBySplit" >> beam.GroupByKey()
+            {"shards": shard_counts, "refs": keyed}
+            | "JoinCounts" >> beam.CoGroupByKey()
             | "AssignShards" >> beam.FlatMap(_assign_shards, self._ratios)
         )
-        # ((split, shard, shards), (_FACT, first id)); writes the plan
+        # ((split, shard, shards), (first id, written key)); writes the plan
         first_ids = (
             assigned
-            | "ShardTotalsInBatch" >> beam.Map(_shard_totals)
-            | "ShardTotals" >> beam.CombineGlobally(_MergeTotals()).without_defaults()
-            | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._env, self._first_ids)
+            | "ShardFactsInBatch" >> beam.Map(_shard_facts)
+            | "ShardFacts" >> beam.CombineGlobally(_MergeFacts()).without_defaults()
+            | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._env, self._first_ids,
+                                                self._settle)
         )
-        # ((split, shard, shards), (_REF, [ImageRef]))
-        tagged_refs = assigned | "TagAssigned" >> beam.Map(lambda kv: (kv[0], (_REF, kv[1])))
         return (
-            (first_ids, tagged_refs)
-            | "JoinFirstIds" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
+            {"first": first_ids, "refs": assigned}
+            | "JoinFirstIds" >> beam.CoGroupByKey()
             | "WithFirstId" >> beam.Map(_with_first_id)
         )

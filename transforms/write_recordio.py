@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import json
 import logging
 import os
 import shutil
@@ -42,27 +44,26 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from imgrec import findings, items, runs, shardwriter, spill, storage, workers
-from imgrec.classmap import lookalike_pairs, shown_name
-from imgrec.errors import ImgrecError, UsageError
-from imgrec.finalize import PLAN, layout_for, prepare_job
+from imgrec import findings, images, items, runs, shardplan, shardwriter, spill, storage, workers
+from imgrec.env import WorkerEnv
+from imgrec.errors import ErrorRecord, ImgrecError, UsageError
+from imgrec.folders import lookalike_warnings
 from imgrec.incremental import Previous
-from imgrec.layout import WORK
 from imgrec.options import ConvertOptions
-from imgrec.planning import RefBatch
+from imgrec.ownership import FAILURES, RUNS, layout_for, prepare_job
+from imgrec.planning import ImageRef, assign_split, image_key
 from imgrec.progress import ProgressWriter
-from imgrec.shardplan import Plan
 from imgrec.summary import human_bytes
 from imgrec.workrecords import Failure
 from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
 from transforms.exclude_existing import ExcludeExisting
 from transforms.finalize import Finalize
-from transforms.plan_shards import BatchRefs, PlanShards, plan_and_classes
+from transforms.plan_shards import BatchRefs, PlanShards
 
 LOG = logging.getLogger("transforms.write_recordio")
 
 SPILL, SHUFFLE, AUTO = "spill", "shuffle", "auto"
-FAILURES = WORK + "/failures"
+SPEC = "write-spec.pickle"  # the WriteSpec of the spill planner's parts, in its scratch folder
 # A source's loose images are handed to a spill task in batches of this many.
 SPILL_BATCH = 4096
 
@@ -88,19 +89,26 @@ class Job:
     def layout(self):
         return layout_for(self.options, self.previous)
 
+    @property
+    def env(self) -> WorkerEnv:
+        return WorkerEnv.from_options(self.options)
+
+
+def _worker_init(env: WorkerEnv) -> None:
+    """A forked worker process: its own S3 client and settings, OpenCV on one thread (the pool is the parallelism)."""
+    env.apply()
+    images.tune_for_threads()
+
 
 def record_failure(output: str, exc: ImgrecError) -> None:
     """Leave why a stage stopped the job where the launcher looks (any runner, any process); never raises."""
     failure = Failure("\n".join(exc.lines()), exc.exit_code, type(exc).__name__)
     with contextlib.suppress(Exception):
-        storage.write_text(storage.join(output, FAILURES, "%s.json" % uuid.uuid4().hex),
-                           __import__("json").dumps(failure.to_json()))
+        storage.write_text(storage.join(output, FAILURES, "%s.json" % uuid.uuid4().hex), json.dumps(failure.to_json()))
 
 
 def read_failures(output: str) -> list[Failure]:
     """The failures stages recorded under ``output`` (for the launcher, after a failed run)."""
-    import json
-
     out = []
     with contextlib.suppress(Exception):
         for rel in storage.list_recursive(storage.join(output, FAILURES)):
@@ -116,7 +124,8 @@ class _JobDoFn(beam.DoFn):
         self.job = job
 
     def setup(self):
-        self.job.options.env().apply()
+        self.job.env.apply()
+        images.tune_for_threads()
 
     @contextlib.contextmanager
     def recorded(self):
@@ -137,11 +146,13 @@ def job_pool(job: Job) -> workers.WorkerPool:
     key = (job.processes, job.threads, os.getpid())
     pool = _POOLS.get(key)
     if pool is None:
-        pool = _POOLS[key] = workers.WorkerPool(job.processes, job.threads, init=job.options.env().apply_in_worker)
+        pool = _POOLS[key] = workers.WorkerPool(job.processes, job.threads,
+                                                init=functools.partial(_worker_init, job.env))
     return pool
 
 
 def close_pools() -> None:
+    """Stop the worker pools of this process (the job is over, or failed)."""
     while _POOLS:
         _, pool = _POOLS.popitem()
         pool.close()
@@ -150,11 +161,18 @@ def close_pools() -> None:
 # ---------------------------------------------------------------- the spill planner
 
 
+def _unpack(element):
+    if isinstance(element, list):
+        for item in element:
+            yield from _unpack(item)
+    else:
+        yield element
+
+
 class _SpillFn(_JobDoFn):
-    """Items -> runs on local disk: (PLAN, RunSummary) once per bundle, and (FOUND, Finding) values."""
+    """Items -> runs on local disk: (MAIN, RunSummary) once per bundle, and (FOUND, Finding) values."""
 
     def start_bundle(self):
-        self._listings: list[items.FolderListing] = []
         self._loose: list = []
         self._jobs: list[spill.SpillJob] = []
 
@@ -186,14 +204,6 @@ class _SpillFn(_JobDoFn):
             yield beam.transforms.window.GlobalWindows.windowed_value((findings.FOUND, finding))
 
 
-def _unpack(element):
-    if isinstance(element, list):
-        for item in element:
-            yield from _unpack(item)
-    else:
-        yield element
-
-
 class _MergeSummaries(beam.CombineFn):
     def create_accumulator(self):
         return spill.RunSummary()
@@ -220,20 +230,18 @@ class _PlanFn(_JobDoFn):
 
     def _plan(self, summary: spill.RunSummary):
         job, o = self.job, self.job.options
-        classes = settle_job_classes(job, summary.names)
-        width = spill.label_width(o, classes, summary.max_labels)
+        classes, width, warnings = settle(job, summary.names, summary.max_labels)
         exclude: list[str] = []
         first_ids = None
         if job.previous is not None:
             exclude = spill.existing_runs(job.previous.lists(o.output), job.scratch, o.split_seed)
             first_ids = job.previous.next_ids()
         plan = spill.make_plan(summary, o, exclude, first_ids)
-        spec = shardwriter.WriteSpec(o, tuple(classes), width)
-        spec_path = os.path.join(job.scratch, "write-spec.pickle")
-        shardwriter.save_spec(spec, spec_path)
-        write_plan(o.output, plan, classes, width)
+        spec_path = os.path.join(job.scratch, SPEC)
+        shardwriter.save_spec(shardwriter.WriteSpec(o, tuple(classes), width), spec_path)
+        shardplan.save_plan(o.output, plan, classes, width, warnings)
         run_paths = tuple(sorted(summary.runs))
-        flt = spill.RefFilter(dedup=o.dedup, exclude=tuple(exclude))
+        flt = shardplan.RefFilter(dedup=o.dedup, exclude=tuple(exclude))
         for task in plan.all_tasks():
             parts = tuple(
                 shardwriter.PartJob(spec_path, task.split, task.shard, p.first_id, p.count, runs=run_paths,
@@ -243,33 +251,28 @@ class _PlanFn(_JobDoFn):
             yield shardwriter.ShardWork(task.split, task.shard, task.shards, task.first_id, task.records, parts)
 
 
-def settle_job_classes(job: Job, names: set[str]) -> list[str]:
-    """The job's classes in id order; refuses look-alike names unless allowed, and a changed class map."""
+def settle(job: Job, names: set[str], max_labels: int) -> tuple[list[str], int, list[str]]:
+    """At plan time: the classes in id order, the label width, and warnings about the class names.
+
+    Refuses an increment whose classes do not extend the dataset's, and class names that
+    look alike (differ only in case or Unicode form) unless they are allowed.
+    """
     o = job.options
     classes = spill.settle_classes(names, list(job.classes) if job.classes is not None else None, o)
     if job.previous is not None and classes[:len(job.previous.classes)] != job.previous.classes:
         raise UsageError("the classes of this increment do not extend those of the dataset in %s" % o.output)
-    check_lookalikes(classes, o)
-    return classes
+    warnings = [] if job.classes is not None else lookalike_warnings(classes, o.allow_lookalike_classes, "class names")
+    return classes, spill.label_width(o, classes, max_labels), warnings
 
 
-def check_lookalikes(classes: Sequence[str], options: ConvertOptions) -> None:
-    pairs = lookalike_pairs(classes)
-    if pairs and not options.allow_lookalike_classes:
-        a, b = pairs[0]
-        raise UsageError(
-            "class names %s and %s look the same (they differ only in case or Unicode form): rename one, or pass "
-            "--allow-lookalike-classes to keep both" % (shown_name(a), shown_name(b))
-        )
-
-
-def write_plan(output: str, plan: Plan, classes: Sequence[str], width: int) -> None:
-    import json
-
-    doc = plan.to_json()
-    doc["classes"] = list(classes)
-    doc["label_width"] = width
-    storage.write_text(storage.join(output, PLAN), json.dumps(doc, ensure_ascii=False, sort_keys=True))
+def settle_for_plan(job: Job, names: set[str], max_labels: int) -> tuple[list[str], int]:
+    """``settle`` for the shuffle planner's PlanShards (which saves the plan itself)."""
+    try:
+        classes, width, _ = settle(job, names, max_labels)
+    except ImgrecError as exc:
+        record_failure(job.options.output, exc)
+        raise
+    return classes, width
 
 
 # ---------------------------------------------------------------- writing (both planners)
@@ -303,7 +306,7 @@ class _WriteFn(_JobDoFn):
         return job_pool(self.job)
 
     def _spec(self) -> shardwriter.WriteSpec:
-        return shardwriter.load_spec(os.path.join(self.job.scratch, "write-spec.pickle"))
+        return shardwriter.load_spec(os.path.join(self.job.scratch, SPEC))
 
     def finish_bundle(self):
         if not self._works:
@@ -340,13 +343,10 @@ class _WriteRefsFn(_WriteFn):
 
     def _spec(self) -> shardwriter.WriteSpec:
         if self._spec_cache is None:
-            import json
-
-            plan = json.loads(storage.read_text(storage.join(self.job.options.output, PLAN)))
-            self._spec_cache = shardwriter.WriteSpec(self.job.options, tuple(plan["classes"]), plan["label_width"])
-            path = os.path.join(tempfile.gettempdir(), "imgrec-spec-%s.pickle" % uuid.uuid4().hex)
-            shardwriter.register_spec(path, self._spec_cache)
-            self._spec_path = path
+            _, classes, width, _ = shardplan.load_plan(self.job.options.output)
+            self._spec_cache = shardwriter.WriteSpec(self.job.options, tuple(classes), width)
+            self._spec_path = "memory:%s" % uuid.uuid4().hex  # threads only: the spec stays in this process
+            shardwriter.register_spec(self._spec_path, self._spec_cache)
         return self._spec_cache
 
     def _work(self, element) -> shardwriter.ShardWork:
@@ -366,9 +366,8 @@ class _WriteRefsFn(_WriteFn):
             self._pool_cache.close()
 
 
-def _run_ref(ref) -> runs.RunRef:
-    label = ref.label
-    names = (label,) if isinstance(label, str) else tuple(label)
+def _run_ref(ref: ImageRef) -> runs.RunRef:
+    names = (ref.label,) if isinstance(ref.label, str) else tuple(ref.label)
     return runs.RunRef(ref.key, ref.relpath, ref.size, ref.version, runs.join_labels(names))
 
 
@@ -379,40 +378,54 @@ class _ToRefs(_JobDoFn):
     """Items -> (MAIN, ImageRef with its class names as label) | (FOUND, Finding)."""
 
     def process(self, element):
-        from imgrec.planning import ImageRef, assign_split, image_key
-
         o = self.job.options
+        taken = 0
         for item in items.flatten(element):
-            item = items.to_image(item, o.input) if not isinstance(item, (items.Finding,)) else item
+            item = items.to_image(item, o.input)
             if isinstance(item, items.Finding):
                 yield findings.FOUND, item
                 continue
-            if not isinstance(item, items.Image):
+            if isinstance(item, ErrorRecord):
                 yield findings.FOUND, items.error_finding(item)
                 continue
             if item.size < 0:
                 try:
                     item = item._replace(size=storage.file_size(items.source_uri(o.input, item.path)))
                 except (OSError, storage.StorageError) as exc:
-                    from imgrec.errors import ErrorRecord
-
                     reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"
                     yield findings.FOUND, items.error_finding(ErrorRecord(item.path, reason, "list", str(exc)))
                     continue
             key = image_key(item.path, o.split_seed)
             label = item.labels[0] if not o.label_format else tuple(item.labels)
-            yield findings.FOUND, items.Finding("names", 0, None)  # keeps the findings branch non-empty
+            taken += 1
             yield findings.MAIN, ImageRef(item.path, item.size, label, assign_split(key, o.ratios), key, item.version)
+        if taken:
+            yield findings.FOUND, items.Finding(findings.IMAGES, taken)
+
+
+def _spread_key(element) -> int:
+    """A key that spreads the source's elements (class folders, batches) over the workers; not part of the output."""
+    import zlib
+
+    first = element[0] if isinstance(element, list) and element else element
+    return zlib.crc32(repr(first)[:200].encode("utf-8", "surrogateescape")) % 4096
 
 
 def _shuffle_front(pcoll, job: Job):
-    """Items -> (batches of ImageRefs ready to plan, findings) through Beam's shuffles."""
+    """Items -> (batches of ImageRefs ready to plan, [findings]) through Beam's shuffles."""
     o = job.options
-    tagged = pcoll | "ToRefs" >> beam.ParDo(_ToRefs(job))
+    tagged = (
+        pcoll
+        # spread the elements (class folders to list, label-file chunks) over the workers first
+        | "KeyElements" >> beam.Map(lambda e: (_spread_key(e), e))
+        | "SpreadElements" >> beam.GroupByKey()
+        | "UnkeyElements" >> beam.FlatMap(lambda kv: kv[1])
+        | "ToRefs" >> beam.ParDo(_ToRefs(job))
+    )
     refs = tagged | "Refs" >> beam.FlatMap(findings.main_of)
     found = [tagged | "SourceFindings" >> beam.FlatMap(findings.found_of)]
     if o.check_duplicates:
-        units, identical = refs | "GroupIdentical" >> GroupIdentical(o, job.classes or ())
+        units, identical = refs | "GroupIdentical" >> GroupIdentical(o, ())
         found.append(identical)
     elif o.stratify:
         units = refs | "Units" >> beam.Map(single_unit)
@@ -420,15 +433,9 @@ def _shuffle_front(pcoll, job: Job):
         refs = units | "Stratify" >> Stratify(o.ratios)
     elif o.check_duplicates:
         refs = units | "UnitRefs" >> beam.FlatMap(lambda u: u.refs)
-    batches = refs | "BatchRefs" >> BatchRefs()
     if job.previous is not None:
-        batches = (
-            batches
-            | "RefsToCheck" >> beam.FlatMap(lambda batch: batch)
-            | "ExcludeExisting" >> ExcludeExisting(job.previous.lists(o.output), o.env())
-            | "BatchNew" >> BatchRefs()
-        )
-    return batches, found
+        refs = refs | "ExcludeExisting" >> ExcludeExisting(job.previous.lists(o.output), job.env)
+    return refs | "BatchRefs" >> BatchRefs(), found
 
 
 # ---------------------------------------------------------------- the transform
@@ -441,6 +448,18 @@ def default_planner(pipeline: beam.Pipeline) -> str:
 
     runner = pipeline.runner
     return SPILL if isinstance(runner, (FnApiRunner, DirectRunner, SwitchingDirectRunner)) else SHUFFLE
+
+
+def worker_counts(options: ConvertOptions, processes: int | None, planner: str) -> tuple[int, int]:
+    """(worker processes, threads): the local runner's use of the cores (--workers; --threads)."""
+    cores = workers.usable_cores()
+    wanted = getattr(options, "workers", -1) if processes is None else processes
+    if planner != SPILL:
+        wanted = 0
+    elif wanted < 0:  # automatic: processes whenever there is more than one core
+        wanted = cores if cores > 1 else 0
+    threads = options.threads or (cores + 1 if not options.pass_through or storage.is_s3(options.input) else 1)
+    return wanted, threads
 
 
 class WriteToRecordIO(beam.PTransform):
@@ -477,8 +496,6 @@ class WriteToRecordIO(beam.PTransform):
         planner = self._planner if self._planner != AUTO else default_planner(pcoll.pipeline)
         if planner == SPILL and options.stratify:
             planner = SHUFFLE  # --stratify ranks each class's images in Beam's shuffles (docs/architecture.md)
-        if self._classes is not None:
-            check_lookalikes(self._classes, options)
         job = self._job(options, previous, planner)
         if planner == SPILL:
             tagged = pcoll | "Spill" >> beam.ParDo(_SpillFn(job))
@@ -493,17 +510,13 @@ class WriteToRecordIO(beam.PTransform):
         else:
             batches, found = _shuffle_front(pcoll, job)
             groups = batches | "PlanShards" >> PlanShards(
-                options.ratios, options.shard_size_mb, options.images_per_shard, options.output, options.env(),
-                first_ids=previous.next_ids() if previous else None,
-                classes_for=lambda names, max_labels: plan_and_classes(job, names, max_labels),
+                options.ratios, options.shard_size_mb, options.images_per_shard, options.output, job.env,
+                first_ids=previous.next_ids() if previous else None, settle=functools.partial(settle_for_plan, job),
             )
             written = groups | "WriteShards" >> beam.ParDo(_WriteRefsFn(job))
-        fragments = (
-            (found if len(found) == 1 else found) if len(found) == 1 else found
-        )
-        all_found = fragments[0] if len(fragments) == 1 else tuple(fragments) | "AllFindings" >> beam.Flatten()
-        written_fragments = all_found | "WriteFindings" >> WriteFindings(options.output, options.env())
-        return (written, written_fragments) | "Finalize" >> Finalize(job)
+        all_found = found[0] if len(found) == 1 else tuple(found) | "AllFindings" >> beam.Flatten()
+        fragments = all_found | "WriteFindings" >> WriteFindings(options.output, job.env)
+        return (written, fragments) | "Finalize" >> Finalize(job)
 
     def _job(self, options: ConvertOptions, previous: Previous | None, planner: str) -> Job:
         scratch, temp = "", False
@@ -511,20 +524,8 @@ class WriteToRecordIO(beam.PTransform):
             if storage.is_s3(options.output):
                 scratch, temp = tempfile.mkdtemp(prefix="imgrec-runs-"), True
             else:
-                scratch = os.path.join(options.output, WORK, "runs")
+                scratch = os.path.join(options.output, RUNS)
                 shutil.rmtree(scratch, ignore_errors=True)
                 os.makedirs(scratch)
         processes, threads = worker_counts(options, self._processes, planner)
         return Job(options, self._classes, self._warnings, previous, self._started, scratch, temp, processes, threads)
-
-
-def worker_counts(options: ConvertOptions, processes: int | None, planner: str) -> tuple[int, int]:
-    """(worker processes, threads): the local runner's use of the cores (--workers; --threads)."""
-    cores = workers.usable_cores()
-    wanted = options.workers if processes is None else processes
-    if planner != SPILL:
-        wanted = 0
-    elif wanted < 0:  # automatic: processes whenever there is more than one core
-        wanted = cores if cores > 1 else 0
-    threads = options.threads or (cores + 1 if not options.pass_through or storage.is_s3(options.input) else 1)
-    return wanted, threads
