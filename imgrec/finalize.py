@@ -49,7 +49,7 @@ from imgrec.dataset_warnings import WarningList, empty_classes
 from imgrec.errors import ErrorRecord, from_json, to_jsonl
 from imgrec.layout import CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, REPORT, SAGEMAKER, SINGLE, SUMMARY, WORK, Layout
 from imgrec.errors import STAGE_LIST
-from imgrec.options import ConvertOptions, error_limit
+from imgrec.options import ConvertOptions, error_limit, identity_changes
 from imgrec.labels import decode_label
 from imgrec.incremental import Previous, batch_name
 from imgrec.planning import SPLITS
@@ -94,7 +94,7 @@ def layout_for(options: ConvertOptions, previous: Previous | None = None) -> Lay
 
 
 def dataset_identity(options: ConvertOptions) -> dict[str, Any]:
-    return {"input": options.input, **options.fingerprint_fields()}
+    return options.identity()  # compared with imgrec.options.identity_changes
 
 
 def journal_uploads(options: ConvertOptions) -> ConvertOptions:
@@ -227,7 +227,7 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
             old = json.loads(storage.read_text(manifest_uri))
         except (ValueError, UnicodeDecodeError):
             old = {}
-        if old.get("identity") != dataset_identity(options) and not options.overwrite:
+        if identity_changes(old.get("identity"), dataset_identity(options)) and not options.overwrite:
             raise OutputError(
                 "%s already holds a different dataset (made from %s with other options); "
                 "pass --overwrite to replace it, or choose another --output" % (out, old.get("input", "unknown input"))
