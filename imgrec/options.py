@@ -129,7 +129,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--max-file-size-mb",), "max_file_size_mb", "input",
         "Skip (and report as too_large) input files larger than this many MiB, before reading them. Only "
         "regular files are ever opened: FIFOs, devices and sockets are reported as not_regular_file.",
-        default=DEFAULT_MAX_FILE_MB, type=float, example="--max-file-size-mb 1024", affects_output=True),
+        default=DEFAULT_MAX_FILE_MB, type=float, example="--max-file-size-mb 64", affects_output=True),
     Opt(("--validate",), "validate", "input",
         "How every image is checked: 'header' parses its dimensions and end marker; 'decode' also decodes it fully "
         "and refuses it when the decoder reports corrupt or missing data (corrupt_data), as re-encoding always does.",

@@ -142,14 +142,15 @@ def check_beam_args(args: Sequence[str], ours: Sequence[str] | None = None, orig
         if name in ours:  # only a config's pipeline_options can hold one of ours
             raise OptionsError("%s%s is an option of this job, not of Beam: give it outside pipeline_options"
                                % (origin, name))
-    unknown = _beam_parser().parse_known_args(list(args))[1]
-    if unknown and _import_runner_options():
-        unknown = _beam_parser().parse_known_args(list(args))[1]
     beams = set(beam_flags())
-    for name in names:
+    for name in names:  # before Beam parses them: its --dry_run would take the next flag as its value
         twin = name.replace("_", "-")
         if name in beams and twin != name and twin in ours:
             raise OptionsError("%s%s is Beam's own option, not this job's: did you mean %s?" % (origin, name, twin))
+    unknown = _beam_parser().parse_known_args(list(args))[1]
+    if unknown and _import_runner_options():
+        unknown = _beam_parser().parse_known_args(list(args))[1]
+        beams = set(beam_flags())
     if unknown:
         raise OptionsError(origin + unrecognized(unknown, sorted(beams) + ([] if origin else ours)))
 
