@@ -508,10 +508,9 @@ def _validated(v: dict[str, Any]) -> ConvertOptions:
     encoding_opts = [o for o in JOB_OPTIONS if o.into.startswith("encode.")]
     encoding_given = any(v[o.dest] != o.default for o in encoding_opts)
     if v["pass_through"] and encoding_given:
-        raise OptionsError(
-            "--pass-through stores the original bytes; it cannot be combined with %s"
-            % ", ".join(o.flag for o in encoding_opts[:-1]) + " or " + encoding_opts[-1].flag
-        )
+        flags = [o.flag for o in encoding_opts]
+        raise OptionsError("--pass-through stores the original bytes; it cannot be combined with %s or %s"
+                           % (", ".join(flags[:-1]), flags[-1]))
     pass_through = v["pass_through"] is not False and not encoding_given
     _check_numbers(v)
     if not v["name"] or not set(v["name"]) <= _SAFE_NAME_CHARS or v["name"].startswith("."):
@@ -524,22 +523,21 @@ def _validated(v: dict[str, Any]) -> ConvertOptions:
             raise OptionsError(overlap)
     values = {o.dest: _field_value(o, v[o.dest]) for o in JOB_OPTIONS}
     values.update(_label_values(v), pass_through=pass_through)
-    values.update({"s3_" + k: getattr(_s3_from(v), k) for k in ("endpoint_url", "region", "sse", "sse_kms_key_id",
-                                                                 "requester_pays")})
-    return _build(values)
+    return _build(values, s3=_s3_from(v))
 
 
-def _build(values: dict[str, Any]) -> ConvertOptions:
-    """ConvertOptions from final field values by dest: member options gathered into their grouped fields."""
+def _build(values: dict[str, Any], **grouped: Any) -> ConvertOptions:
+    """ConvertOptions from final values by dest: member options gathered into their grouped fields
+    (unless ``grouped`` gives a grouped field whole)."""
     top: dict[str, Any] = {}
-    groups: dict[str, dict[str, Any]] = {name: {} for name in GROUPED_FIELDS}
+    members: dict[str, dict[str, Any]] = {name: {} for name in GROUPED_FIELDS if name not in grouped}
     for opt in JOB_OPTIONS:
-        if opt.into:
-            name, member = opt.into.split(".", 1)
-            groups[name][member] = values[opt.dest]
-        else:
+        if not opt.into:
             top[opt.dest] = values[opt.dest]
-    return ConvertOptions(**top, **{name: GROUPED_FIELDS[name](**members) for name, members in groups.items()})
+        elif opt.into.split(".", 1)[0] in members:
+            name, member = opt.into.split(".", 1)
+            members[name][member] = values[opt.dest]
+    return ConvertOptions(**top, **grouped, **{name: GROUPED_FIELDS[name](**m) for name, m in members.items()})
 
 
 def _check_numbers(v: Mapping[str, Any]) -> None:
