@@ -1,10 +1,16 @@
 """Installable package; also usable as Beam's ``--setup_file`` for remote workers."""
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One version, imgrec.__version__ (what every command's --version prints), read without importing the package.
+VERSION = re.search(r'^__version__ = "([^"]+)"', (Path(__file__).parent / "imgrec" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
     name="imgrec-beam",
-    version="0.1.0",
+    version=VERSION,
     description="Convert image folders (local or S3) into sharded MXNet RecordIO files with Apache Beam",
     python_requires=">=3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "imgrec", "imgrec.*"]),
@@ -23,6 +29,9 @@ setup(
     entry_points={
         "console_scripts": [
             "imgrec-convert=pipeline.run:main",
+            "imgrec-verify=pipeline.verify:main",
+            "imgrec-preview=pipeline.preview:main",
+            "imgrec-im2rec=pipeline.im2rec:main",
         ]
     },
 )

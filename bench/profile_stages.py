@@ -57,7 +57,8 @@ def main() -> int:
     from apache_beam.coders import registry
 
     from imgrec.finalize import layout_for
-    from pipeline.run import discover_classes, parse
+    from pipeline.cli import parse
+    from pipeline.run import discover_classes
     from transforms.list_images import list_class
     from transforms.write_shards import write_shard
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from imgrec import storage
 from imgrec.errors import UsageError
 from imgrec.layout import CLASSES_JSON, INCREMENT_SUFFIX, MANIFEST
+from imgrec.options import identity_changes
 
 
 class IncrementalError(UsageError):
@@ -53,9 +54,8 @@ def load_previous(output: str, identity: dict) -> Previous | None:
         manifest = json.loads(storage.read_text(uri))
     except ValueError:
         raise IncrementalError("%s is not valid JSON: cannot add to that dataset" % uri) from None
-    old = manifest.get("identity", {})
-    if old != identity:
-        changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+    changed = identity_changes(manifest.get("identity"), identity)
+    if changed:
         raise IncrementalError(
             "--incremental must use the input and options of the dataset in %s; these differ: %s "
             "(convert again without --incremental, with --overwrite, to change them)" % (output, ", ".join(changed))

@@ -29,7 +29,7 @@ from imgrec.errors import UsageError
 from imgrec.incremental import Previous, batch_name, class_map_uri, load_previous
 from imgrec.layout import (CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, OWNER_MARK, REPORT, SAGEMAKER, SINGLE, SUMMARY,
                            WORK, Layout)
-from imgrec.options import ConvertOptions
+from imgrec.options import ConvertOptions, identity_changes
 from imgrec.planning import SPLITS
 
 LOG = logging.getLogger("imgrec.ownership")
@@ -63,7 +63,7 @@ def layout_for(options: ConvertOptions, previous: Previous | None = None) -> Lay
 
 
 def dataset_identity(options: ConvertOptions) -> dict[str, Any]:
-    return {"input": options.input, **options.fingerprint_fields()}
+    return options.identity()  # compared with imgrec.options.identity_changes
 
 
 def journal_uploads(options: ConvertOptions) -> ConvertOptions:
@@ -194,7 +194,7 @@ def prepare_output(options: ConvertOptions, previous: Previous | None = None) ->
             old = json.loads(storage.read_text(manifest_uri))
         except (ValueError, UnicodeDecodeError):
             old = {}
-        if old.get("identity") != dataset_identity(options) and not options.overwrite:
+        if identity_changes(old.get("identity"), dataset_identity(options)) and not options.overwrite:
             raise OutputError(
                 "%s already holds a different dataset (made from %s with other options); "
                 "pass --overwrite to replace it, or choose another --output" % (out, old.get("input", "unknown input"))

@@ -12,8 +12,9 @@ and ``.idx`` beside it, in the list's order, on Apache Beam with
     python -m pipeline.im2rec ./example_rec ./example/ --recursive --pass-through --pack-label --num-thread 8
 
 PREFIX and ROOT may be ``s3://`` URIs. Flags that im2rec.py does not have and
-that are not listed by ``--help`` go to Beam's ``PipelineOptions``, e.g.
-``--runner=DaskRunner --dask_client_address=tcp://scheduler:8786``.
+that are not listed by ``--help`` must be Beam's, and go to its ``PipelineOptions``,
+e.g. ``--runner=DaskRunner --dask_client_address=tcp://scheduler:8786``; any other
+is refused, naming the nearest flag.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from imgrec.im2rec_compat import (
     unlistable,
     walk_local,
 )
-from imgrec.options import OPTIONS, OptionsError, s3_settings
+from imgrec.options import OPTIONS, OptionsError, add_options, check_location, s3_settings
+from pipeline.cli import ArgumentParser, add_version, check_beam_args, unrecognized
 
 LOG = logging.getLogger("pipeline.im2rec")
 
@@ -58,13 +60,15 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     """im2rec.py's arguments, groups, defaults and meanings, then ours."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipeline.im2rec",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Create an image list or make a record database by reading from an image list. "
         "A drop-in for MXNet's im2rec.py (same arguments, same files) that runs on Apache Beam; "
-        "PREFIX and ROOT may be s3:// URIs. Flags not listed here go to Beam's PipelineOptions.",
+        "PREFIX and ROOT may be s3:// URIs. Beam's own flags (--runner, ...) go to Beam's PipelineOptions.",
+        allow_abbrev=True,  # im2rec.py's argparse takes abbreviated flags (--pass for --pass-through)
     )
+    add_version(parser)
     parser.add_argument("prefix", help="prefix of input/output lst and rec files.")
     parser.add_argument("root", help="path to folder containing images.")
 
@@ -120,23 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     ogroup.add_argument("--read-threads", type=int, default=0,
                         help="images read at once inside each worker; 0 = 1 for a local ROOT, %d for s3://."
                         % S3_READ_THREADS)
-    add_s3_options(parser.add_argument_group("S3 (for s3:// PREFIX or ROOT; credentials come from boto3's chain)"))
+    # pipeline.run's S3 flags, with the same meanings (one table: imgrec.options)
+    add_options(parser, [o.dest for o in OPTIONS if o.group == "s3"],
+                title="S3 (for s3:// PREFIX or ROOT; credentials come from boto3's chain)", describe=False)
     return parser
-
-
-def add_s3_options(group) -> None:
-    """The S3 flags of ``python -m pipeline.run``, with the same meanings (one table: ``imgrec.options``)."""
-    for opt in OPTIONS:
-        if opt.group != "s3":
-            continue
-        kwargs = {"dest": opt.dest, "default": opt.default, "help": opt.help.replace("%", "%%")}
-        if opt.action:
-            kwargs["action"] = opt.action
-        else:
-            kwargs["type"] = opt.type
-            if opt.choices:
-                kwargs["choices"] = opt.choices
-        group.add_argument(*opt.flags, **kwargs)
 
 
 def validate(ns: argparse.Namespace) -> None:
@@ -160,33 +151,6 @@ def validate(ns: argparse.Namespace) -> None:
     if bad_exts:
         # im2rec.py compares them with a name's extension, which starts with a dot: they would never match.
         raise UsageError("--exts values start with a dot, e.g. --exts .jpg .png (got %s)" % " ".join(bad_exts))
-
-
-def check_beam_args(beam_args: list[str]) -> None:
-    """Refuse arguments neither we nor Beam know, as im2rec.py's argparse would (a typo must not be ignored)."""
-    if not beam_args:
-        return
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    if any("DaskRunner" in a for a in beam_args):
-        # DaskOptions (--dask_client_address, ...) exist only once the runner module is imported.
-        import apache_beam.runners.dask.dask_runner  # noqa: F401
-
-    strays = [
-        a for i, a in enumerate(beam_args)
-        if not a.startswith("--") and not (i > 0 and beam_args[i - 1].startswith("--") and "=" not in beam_args[i - 1])
-    ]
-    opts = PipelineOptions(beam_args)
-    logging.disable(logging.WARNING)  # Beam's own "Discarding unparseable args" would repeat our error
-    try:
-        unknown = set(opts.get_all_options(retain_unknown_options=True)) - set(opts.get_all_options())
-    finally:
-        logging.disable(logging.NOTSET)
-    named = [a for a in beam_args if a.startswith("--") and a[2:].split("=", 1)[0].replace("-", "_") in unknown]
-    if strays or named:
-        raise UsageError(
-            "unrecognized arguments: %s (see --help; Beam's own flags are also accepted)" % " ".join(named + strays)
-        )
 
 
 def normalize(uri: str) -> str:
@@ -369,7 +333,13 @@ def report(summaries: list[dict]) -> int:
 def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    ns, beam_args = parser.parse_known_args(argv)
+    try:
+        ns, beam_args = parser.parse_known_args(argv)
+        check_location("PREFIX", ns.prefix)
+        check_location("ROOT", ns.root)
+    except OptionsError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
     if not ns.list:
         # Importing Beam logs a GCP-only "apitools not found" warning through the root
         # logger; imported before logging is set up, it goes to pipeline/__init__'s
@@ -381,10 +351,11 @@ def run(argv: list[str] | None = None) -> int:
     try:
         validate(ns)
         if ns.list:
-            if beam_args:
-                raise UsageError("unrecognized arguments: %s" % " ".join(beam_args))
+            if beam_args:  # list mode runs no pipeline: there is nothing to give Beam's flags to
+                raise UsageError(unrecognized(beam_args, parser.flags()))
         else:
-            check_beam_args(beam_args)
+            # a typo must not be ignored, as im2rec.py's argparse would not
+            check_beam_args(beam_args, parser.flags())
         env = WorkerEnv(s3=s3_settings(ns))
         env.apply()
         ns.prefix, ns.root = normalize(ns.prefix), normalize(ns.root)

@@ -26,7 +26,8 @@ import numpy as np
 
 from imgrec import recordio, storage
 from imgrec.layout import MANIFEST
-from imgrec.options import OptionsError
+from imgrec.options import OptionsError, check_location
+from pipeline.cli import ArgumentParser, add_version
 from pipeline.verify import add_s3_flags, configure_s3
 
 PREVIEW_DIR = "preview"
@@ -291,10 +292,11 @@ def preview(out: str, split: str, per_class: int = 6, max_classes: int = 100, ou
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipeline.preview",
         description="Draw a contact sheet (a few decoded images per class) and a bar chart of images per class and split.",
     )
+    add_version(parser)
     parser.add_argument("output", metavar="OUT", help="the --output folder (or s3:// prefix) of pipeline.run")
     parser.add_argument("--split", default="train", help="split to draw the contact sheet of (default: train)")
     parser.add_argument("--per-class", type=int, default=6, help="images per class row (default: 6)")
@@ -306,7 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        check_location("OUT", args.output)
+        if args.out_dir:
+            check_location("--out-dir", args.out_dir)
+    except OptionsError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
     for flag, value, low in (("--per-class", args.per_class, 1), ("--max-classes", args.max_classes, 1), ("--thumb", args.thumb, 16)):
         if value < low:
             print("error: %s must be at least %d, got %d" % (flag, low, value), file=sys.stderr)

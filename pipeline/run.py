@@ -15,7 +15,6 @@ Our own flags are listed by ``--help``; every other flag is passed to Beam's
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -47,8 +46,8 @@ from imgrec.finalize import (
 from imgrec.incremental import IncrementalError, class_map_uri, load_previous
 from imgrec.layout import MANIFEST
 from imgrec.progress import ProgressMonitor
-from pipeline import STARTED
-from imgrec.options import MAX_LABEL_WIDTH, ConvertOptions, OptionsError, add_options, from_args, load_config
+from pipeline import STARTED, cli
+from imgrec.options import MAX_LABEL_WIDTH, ConvertOptions, OptionsError
 from imgrec.classmap import ClassMapError, load_class_map, lookalike_pairs, resolve_names, shown_name
 from imgrec.labels import LabelFileError
 from transforms.exclude_existing import ExcludeExisting
@@ -80,30 +79,6 @@ LOCAL_RUNNERS = (None, "DirectRunner", "direct")
 
 class UsageError(Exception):
     """Bad input or options: exit 2 with one line."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.run",
-        description=(
-            "Convert a folder of class folders (local or s3://) into sharded MXNet RecordIO "
-            "(.rec + .idx) for SageMaker, MXNet/Gluon and DALI. Flags not listed here go to Beam."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_options(parser)
-    return parser
-
-
-def parse(argv: list[str]) -> tuple[ConvertOptions, list[str], argparse.Namespace]:
-    parser = build_parser()
-    pre, _ = parser.parse_known_args(argv)
-    config_beam_args: list[str] = []
-    if pre.config:
-        values, config_beam_args = load_config(pre.config)
-        parser.set_defaults(**values)
-    ns, beam_args = parser.parse_known_args(argv)
-    return from_args(ns), config_beam_args + beam_args, ns
 
 
 def pipeline_options(beam_args: list[str], classes: int = 1) -> tuple[PipelineOptions, object | None]:
@@ -429,7 +404,7 @@ class _HideStorageErrorTracebacks(logging.Filter):
 def run(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        options, beam_args, ns = parse(argv)
+        options, beam_args, ns = cli.parse(argv)
     except OptionsError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2

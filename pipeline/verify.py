@@ -25,17 +25,19 @@ import os
 import sys
 
 from imgrec import storage
-from imgrec.options import OptionsError
+from imgrec.options import OptionsError, add_options, check_location
 from imgrec.verify import count_table, verify_output
+from pipeline.cli import ArgumentParser, add_version
 
 LOG = logging.getLogger("pipeline.verify")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipeline.verify",
         description="Check every shard of a converted dataset against its manifest; print images per class and split.",
     )
+    add_version(parser)
     parser.add_argument("output", metavar="OUT", help="the --output folder (or s3:// prefix) of pipeline.run")
     parser.add_argument(
         "--no-decode", dest="decode", action="store_false",
@@ -54,17 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# pipeline.run's flags that say how to reach S3 (the options table, imgrec.options): reading, and writing
+S3_READ_OPTIONS = ("s3_endpoint_url", "s3_region", "s3_requester_pays")
+S3_WRITE_OPTIONS = ("s3_sse", "s3_sse_kms_key_id")
+
+
 def add_s3_flags(parser: argparse.ArgumentParser, writes: bool = False) -> None:
-    """How to reach an s3:// OUT; the same meaning as pipeline.run's flags of these names."""
-    group = parser.add_argument_group("S3")
-    group.add_argument("--s3-endpoint-url", default="",
-                       help="S3-compatible endpoint (default: AWS, or $AWS_ENDPOINT_URL_S3)")
-    group.add_argument("--s3-region", default="", help="region of the bucket (default: boto3's own lookup)")
-    group.add_argument("--s3-requester-pays", action="store_true", help="read from a requester-pays bucket")
-    if writes:
-        group.add_argument("--s3-sse", default="", choices=("", "AES256", "aws:kms"),
-                           help="server-side encryption of the files written to S3 (default: the bucket's)")
-        group.add_argument("--s3-sse-kms-key-id", default="", help="KMS key for --s3-sse aws:kms")
+    """How to reach an s3:// OUT: pipeline.run's flags of these names, with their meanings, from its table."""
+    add_options(parser, S3_READ_OPTIONS + (S3_WRITE_OPTIONS if writes else ()))
 
 
 def configure_s3(args: argparse.Namespace) -> None:
@@ -76,7 +75,12 @@ def configure_s3(args: argparse.Namespace) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        check_location("OUT", args.output)
+    except OptionsError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s", force=True)
     if args.threads < 0:
         print("error: --threads must be 0 (one per core) or more, got %d" % args.threads, file=sys.stderr)

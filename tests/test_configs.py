@@ -20,7 +20,8 @@ from apache_beam.runners.dask.dask_runner import DaskOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from conftest import REPO, run_cli
 from imgrec.options import OptionsError, load_config
-from pipeline.run import RUNNER_ALIASES, parse, pipeline_options
+from pipeline.cli import parse
+from pipeline.run import RUNNER_ALIASES, pipeline_options
 
 CONFIGS = REPO / "configs"
 NAMES = ("direct", "dask", "portable-local", "flink", "spark", "dataflow")
@@ -146,3 +147,152 @@ def test_docs_give_a_command_for_every_config():
     text = (REPO / "docs" / "runners.md").read_text()
     for name in NAMES:
         assert "--config configs/%s.yaml" % name in text, name
+
+
+# ---------------------------------------------------------------- the options table: ConvertOptions, keywords, identity
+
+import dataclasses  # noqa: E402
+import pickle  # noqa: E402
+import shlex  # noqa: E402
+
+from imgrec.options import (  # noqa: E402
+    FIRST_IDENTITY_FIELDS,
+    GROUPED_FIELDS,
+    JOB_OPTIONS,
+    OPTIONS,
+    ConvertOptions,
+    from_kwargs,
+)
+
+BASE = ["--input", "/data/photos", "--output", "/data/rec"]
+
+
+def test_convert_options_has_one_field_per_option_of_the_table():
+    names = [f.name for f in dataclasses.fields(ConvertOptions)]
+    expected = []
+    for opt in JOB_OPTIONS:
+        name = opt.into.split(".")[0] if opt.into else opt.dest
+        if name not in expected:
+            expected.append(name)
+    assert names == expected
+    assert set(GROUPED_FIELDS) <= set(names)
+    for opt in OPTIONS:
+        if opt.command_only:  # the command line's own: logging, --config
+            assert opt.dest not in names
+    options = from_kwargs(input="/data/photos", output="/data/rec", train_ratio=0.7, val_ratio=0.3, resize=224,
+                          s3_region="eu-west-1")
+    # every option is readable by its dest, also those inside a grouped field
+    assert (options.train_ratio, options.ratios.train, options.resize, options.encode.resize) == (0.7, 0.7, 224, 224)
+    assert options.s3_region == options.s3.region == "eu-west-1"
+    assert pickle.loads(pickle.dumps(options)) == options  # Beam sends it to workers
+
+
+def test_the_fields_defaults_are_what_parsing_gives(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    assert ConvertOptions(input="/data/photos", output="/data/rec") == from_kwargs(input="/data/photos",
+                                                                                   output="/data/rec")
+    assert parse(BASE)[0] == from_kwargs(input="/data/photos", output="/data/rec")
+
+
+def test_keywords_and_flags_give_the_same_options(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    flags = parse(BASE + ["--resize", "256", "--quality", "90", "--train-ratio", "0.7", "--val-ratio", "0.2",
+                          "--test-ratio", "0.1", "--exts", ".JPG,.png", "--labels", "l.csv", "--labels-as", "names",
+                          "--max-errors", "1%", "--split-seed", "7", "--s3-sse-kms-key-id", "alias/k"])[0]
+    keywords = from_kwargs(input="/data/photos", output="/data/rec", resize=256, quality=90, train_ratio=0.7,
+                           val_ratio=0.2, test_ratio=0.1, exts=[".JPG", ".png"], labels="l.csv", labels_as="names",
+                           max_errors="1%", split_seed=7, s3_sse_kms_key_id="alias/k")
+    assert keywords == flags
+    assert (keywords.pass_through, keywords.exts, keywords.max_errors, keywords.s3.sse) == (
+        False, (".jpg", ".png"), 0.01, "aws:kms")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"resise": 256}, "unknown option 'resise' (did you mean resize?)"),
+        ({"train_ration": 0.7}, "unknown option 'train_ration' (did you mean train_ratio?)"),
+        ({"quiet": True}, "quiet is an option of the command line (--quiet), not of the conversion"),
+        ({"resize": "big"}, "resize: 'big' is not a valid int"),
+        ({"resize": 2.5}, "resize: 2.5 is not a valid int"),
+        ({"resize": True}, "resize: True is not a valid int"),
+        ({"labels_as": "name"}, "labels_as: 'name' is not one of auto, names, class-ids, multi-hot"),
+        ({"center_crop": "yes"}, "center_crop must be true or false, got 'yes'"),
+        # the same checks as the flags, with the flags' words
+        ({"quality": 0}, "--quality for JPEG must be between 1 and 100, got 0"),
+        ({"labels_as": "names"}, "--labels-as describes --labels FILE, which is not given"),
+        ({"train_ratio": 0.5}, "split ratios must sum to 1"),
+        ({"output": "gs://b/rec"}, "--output gs://b/rec: the gs:// scheme is not supported"),
+        ({"pass_through": True, "resize": 256}, "--pass-through stores the original bytes; it cannot be combined "
+                                                "with --resize, --center-crop, --quality, --encoding or --color"),
+    ],
+)
+def test_bad_keywords_are_one_clear_error(kwargs, message):
+    with pytest.raises(OptionsError) as err:
+        from_kwargs(**{"input": "/data/photos", "output": "/data/rec", **kwargs})
+    assert message in str(err.value)
+
+
+def test_pass_through_false_re_encodes_with_the_defaults():
+    assert from_kwargs(input="/data/photos", output="/data/rec").pass_through is True
+    assert from_kwargs(input="/data/photos", output="/data/rec", pass_through=False).pass_through is False
+
+
+# What an option's example needs beside it to be valid (and a non-default value where the example is the default).
+COMPANIONS = {
+    "labels_format": ["--labels", "l.txt"],
+    "labels_as": ["--labels", "l.csv"],
+    "label_attribute": ["--labels", "l.manifest"],
+    "refs_root": ["--labels", "l.manifest"],
+    "label_width": ["--label-format", "class-ids"],
+    "label_pad": ["--label-format", "class-ids"],
+    "allow_new_classes": ["--class-map", "classes.json"],
+    "encoding": ["--quality", "9"],
+    "s3_sse_kms_key_id": ["--s3-sse", "aws:kms"],
+}
+VALUES = {"label_pad": ["--label-pad", "-2"]}  # the example, -1, is the default
+# The split ratios must sum to 1: each example comes with another ratio that makes up the difference.
+RATIOS = {"train_ratio": ["--val-ratio", "0.3"], "val_ratio": ["--train-ratio", "0.85"],
+          "test_ratio": ["--train-ratio", "0.65"]}
+
+
+@pytest.mark.parametrize("opt", [o for o in JOB_OPTIONS if o.dest not in ("input", "output", "pass_through")],
+                         ids=lambda o: o.dest)
+def test_an_option_changes_the_identity_exactly_when_it_affects_the_output(opt):
+    """Each option's own example value, against the same options without it."""
+    base = BASE + COMPANIONS.get(opt.dest, [])
+    without = parse(base)[0]
+    given = parse(base + VALUES.get(opt.dest, shlex.split(opt.example)) + RATIOS.get(opt.dest, []))[0]
+    assert given != without, "the example must change the options"
+    assert (given.identity() != without.identity()) == opt.affects_output
+    assert (given.fingerprint_fields() != without.fingerprint_fields()) == opt.affects_output  # shard digests
+
+
+def test_the_identity_writes_its_first_fields_always_and_later_ones_only_when_set():
+    identity = parse(BASE)[0].identity()
+    assert set(identity) == FIRST_IDENTITY_FIELDS  # as written up to commit 3be9796 (tests/fixtures)
+    later = parse(BASE + ["--max-file-size-mb", "64", "--labels", "l.manifest", "--refs-root", "s3://b/i/"])[0]
+    assert set(later.identity()) == FIRST_IDENTITY_FIELDS | {"max_file_size_mb", "refs_root"}
+    affecting = {o.into.split(".")[0] if o.into else o.dest for o in JOB_OPTIONS if o.affects_output}
+    assert FIRST_IDENTITY_FIELDS <= affecting
+
+
+def test_every_option_says_whether_it_affects_the_output():
+    with pytest.raises(TypeError):
+        type(OPTIONS[0])(("--x",), "x", "input", "help")  # affects_output has no default
+
+
+def test_verify_and_preview_take_their_s3_flags_from_the_table():
+    from pipeline import im2rec, preview, verify
+
+    table = {o.dest: o for o in OPTIONS}
+    for module, wanted in ((verify, {"s3_endpoint_url", "s3_region", "s3_requester_pays"}),
+                           (preview, {"s3_endpoint_url", "s3_region", "s3_requester_pays", "s3_sse", "s3_sse_kms_key_id"}),
+                           (im2rec, {o.dest for o in OPTIONS if o.group == "s3"})):
+        actions = {a.dest: a for a in module.build_parser()._actions if a.dest.startswith("s3_")}
+        assert set(actions) == wanted, module.__name__
+        for dest, action in actions.items():
+            opt = table[dest]
+            assert tuple(action.option_strings) == opt.flags
+            assert action.help.replace("%%", "%").startswith(opt.help), dest
+            assert action.default == opt.default and action.choices == opt.choices
