@@ -27,8 +27,9 @@ def content_key(sha256: str, seed: str) -> int:
 
 
 def label_names(label, classes: Sequence[str]) -> list[str]:
-    ids = (label,) if isinstance(label, int) else tuple(label)
-    return [classes[i] if 0 <= i < len(classes) else str(i) for i in ids]
+    """An image's labels as class names: they are names already (the job's refs), or ids into ``classes``."""
+    values = (label,) if isinstance(label, (int, str)) else tuple(label)
+    return [v if isinstance(v, str) else classes[v] if 0 <= v < len(classes) else str(v) for v in values]
 
 
 def resolve_identical(

@@ -96,15 +96,19 @@ def load_plan(output: str) -> tuple[Plan, list[str], int, list[str]]:
         raise IncompleteError("%s cannot be read (%s)" % (storage.join(output, PLAN), exc)) from None
 
 
-def gather(options: ConvertOptions, layout: Layout) -> Gathered:
+def gather(options: ConvertOptions, layout: Layout, previous: Previous | None = None) -> Gathered:
     """Read the plan, each planned shard's completion record and the report; raises IncompleteError on a gap."""
     out = options.output
-    plan, classes, width, plan_warnings = load_plan(out)
     try:
         counts, items = findings.read_report(out)
     except FileNotFoundError:
         raise IncompleteError("the report fragments under %s/%s are missing: the job did not finish"
                               % (out, findings.REPORT_DIR)) from None
+    if (previous is not None or not counts.get(findings.IMAGES)) and not storage.exists(storage.join(out, PLAN)):
+        # no image to plan (none found, or none new): a planner may have planned nothing at all
+        plan, classes, width, plan_warnings = Plan({}, {}), [], 0, []
+    else:
+        plan, classes, width, plan_warnings = load_plan(out)
     shards: dict[str, list[ShardRecord]] = {}
     for task in plan.all_tasks():
         uri = storage.join(out, layout.shard_record(task.split, task.shard, task.shards))
@@ -118,8 +122,15 @@ def gather(options: ConvertOptions, layout: Layout) -> Gathered:
         if record.planned != task.records:
             raise IncompleteError("%s holds %d planned images, the plan says %d" % (what, record.planned, task.records))
         shards.setdefault(task.split, []).append(record)
-    got = Gathered(plan, classes, width, shards, counts, items, warnings=plan_warnings)
-    got.errors = [findings.to_error(i) for i in items if i["kind"] == findings.ERROR]
+    for record in (r for recs in shards.values() for r in recs):  # found while writing: identical files
+        for item in record.findings:
+            items.append(item)
+            counts[item["kind"]] = counts.get(item["kind"], 0) + 1
+    items.sort(key=findings.sort_key)
+    got = Gathered(plan, classes, width, shards, dict(sorted(counts.items())), [], warnings=plan_warnings)
+    got.errors = [findings.to_error(i) for i in items if i["kind"] in (findings.ERROR, findings.SKIPPED)]
+    got.report_items = [i for i in items if i["kind"] != findings.SKIPPED]
+    got.report_counts = {k: n for k, n in got.report_counts.items() if k not in (findings.SKIPPED, findings.IMAGES)}
     got.listed = counts.get(findings.IMAGES, 0)
     got.ignored = counts.get(findings.IGNORED, 0)
     return got
@@ -372,7 +383,7 @@ def finalize(
     found here (classes without images).
     """
     layout = layout_for(options, previous)
-    got = gather(options, layout)
+    got = gather(options, layout, previous)
     check_found_images(options, got)
     if previous is not None and not any(r.records for recs in got.shards.values() for r in recs):
         return nothing_new(options, previous, got)

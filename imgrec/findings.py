@@ -35,6 +35,7 @@ DUPLICATE = "duplicate"
 LABEL_CONFLICT = "label_conflict"
 LABELLED = "labelled"
 IMAGES = "images"  # count-only: images a job took in (listed, or given by a source)
+SKIPPED = "skipped"  # an input a source or listing could not use: errors.jsonl only, not report.jsonl
 IGNORED = "ignored_non_image"
 
 

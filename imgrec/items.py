@@ -27,7 +27,6 @@ from imgrec import storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.layout import OWNER_MARK
 
-LISTED = "listed"  # count-only finding: images a listing found
 IGNORED = "ignored_non_image"  # count-only finding: files without an image extension
 ERROR = "error"
 
@@ -49,8 +48,12 @@ class Finding(NamedTuple):
     item: dict | None = None
 
 
+SKIPPED = "skipped"
+
+
 def error_finding(error: ErrorRecord) -> Finding:
-    return Finding(ERROR, 1, {"kind": ERROR, **error.to_json()})
+    """A skipped input as a finding: it goes to ``errors.jsonl`` (the report lists what sources found)."""
+    return Finding(SKIPPED, 1, {"kind": SKIPPED, **error.to_json()})
 
 
 def path_problem(relpath: str) -> tuple[str, str] | None:
@@ -108,18 +111,16 @@ class FolderListing:
 
     def items(self) -> Iterator[Image | ErrorRecord | Finding]:
         prefix = self.folder + "/"
-        listed = ignored = 0
+        ignored = 0
         for entry in storage.walk_files(storage.join(self.root, self.folder), self.root, OWNER_MARK):
             rel = prefix + entry.relpath if entry.relpath else self.folder
             verdict = classify_entry(entry._replace(relpath=rel), self.exts, self.max_file_bytes)
             if verdict is True:
-                listed += 1
                 yield Image(rel, self.labels, entry.size, entry.version)
             elif verdict is False:
                 ignored += 1
             else:
                 yield verdict
-        yield Finding(LISTED, listed)
         if ignored:
             yield Finding(IGNORED, ignored)
 

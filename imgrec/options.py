@@ -268,11 +268,20 @@ OPTIONS: tuple[Opt, ...] = (
         "Accept the request charges of requester-pays buckets (needed to read one).",
         default=False, type=None, action="store_true", example="--s3-requester-pays",
         into="s3.requester_pays", affects_output=False),
+    Opt(("--workers",), "workers", "runner",
+        "Worker processes of the local runner, forked from the job's process (no second Beam start-up): each "
+        "lists folders and writes parts of shards, so the job uses every core whatever the GIL. -1 = one per "
+        "usable core when there are two or more; 0 = none (threads of the job's process only).",
+        default=-1, type=int, example="--workers 8", affects_output=False),
     Opt(("--threads",), "threads", "runner",
-        "Images checked/encoded at once inside each worker (OpenCV releases the GIL). 0 = one per core plus "
-        "one, except 1 for local pass-through (short Python work, where more threads only add GIL hand-offs; "
-        "a hash thread and a write thread still run beside it).",
+        "Parts of shards checked/encoded at once by threads when there are no worker processes (OpenCV "
+        "releases the GIL), and per cluster worker. 0 = one per core plus one, except 1 for local pass-through.",
         default=0, type=int, example="--threads 4", affects_output=False),
+    Opt(("--planner",), "planner", "runner",
+        "How shards are planned: 'spill' keeps the refs in sorted runs on local disk (memory bounded by a "
+        "part; the local runner's default), 'shuffle' passes them through Beam's shuffles (clusters' default). "
+        "The output is the same.",
+        default="auto", choices=("auto", "spill", "shuffle"), example="--planner shuffle", affects_output=False),
     Opt(("--read-threads",), "read_threads", "runner",
         "Images read ahead at once per worker, on their own threads, while --threads encode: for S3 input, "
         "where each read waits on the network. 0 = 16 for s3:// input, else no read-ahead.",
@@ -473,12 +482,14 @@ def from_args(ns: argparse.Namespace) -> ConvertOptions:
     return _validated({o.dest: getattr(ns, o.dest, o.default) for o in JOB_OPTIONS})
 
 
-def from_kwargs(**kwargs: Any) -> ConvertOptions:
+def from_kwargs(input_required: bool = True, **kwargs: Any) -> ConvertOptions:
     """The validated options from keywords named like the flags' dests: ``from_kwargs(input="photos",
     output="out", resize=256, train_ratio=0.8, labels_as="names")``.
 
     Values are converted and checked as a YAML config's are (``exts=[".jpg", ".png"]`` or
     ``".jpg,.png"``); an unknown keyword is refused with the nearest known one.
+    ``input_required=False``: images may be named by absolute paths or URIs instead
+    (``WriteToRecordIO`` without an ``input`` root).
     """
     raw = {o.dest: o.default for o in JOB_OPTIONS}
     for key, value in kwargs.items():
@@ -489,12 +500,12 @@ def from_kwargs(**kwargs: Any) -> ConvertOptions:
         if opt.command_only:
             raise OptionsError("%s is an option of the command line (%s), not of the conversion" % (key, opt.flag))
         raw[key] = coerce(opt, value, key)
-    return _validated(raw)
+    return _validated(raw, input_required)
 
 
-def _validated(v: dict[str, Any]) -> ConvertOptions:
+def _validated(v: dict[str, Any], input_required: bool = True) -> ConvertOptions:
     """The one validation path: raw option values by dest (defaults filled in) -> ConvertOptions."""
-    if not v["input"]:
+    if not v["input"] and input_required:
         raise OptionsError("--input is required (a folder of class folders, or an s3:// prefix)")
     if not v["output"] and not v["dry_run"]:
         raise OptionsError("--output is required (a folder or an s3:// prefix)")
@@ -517,7 +528,7 @@ def _validated(v: dict[str, Any]) -> ConvertOptions:
         raise OptionsError(
             "--name %r: use letters, digits, '.', '_' and '-' only (it becomes part of file names)" % v["name"]
         )
-    if v["output"]:
+    if v["output"] and v["input"]:
         overlap = folders_overlap(v["input"], v["output"])
         if overlap:
             raise OptionsError(overlap)
@@ -557,6 +568,8 @@ def _check_numbers(v: Mapping[str, Any]) -> None:
         raise OptionsError("--read-threads must be 0 (automatic) or more, got %d" % v["read_threads"])
     if v["threads"] < 0:
         raise OptionsError("--threads must be 0 (one per core) or more, got %d" % v["threads"])
+    if v["workers"] < -1:
+        raise OptionsError("--workers must be -1 (one per core), 0 (none) or more, got %d" % v["workers"])
     if not 0 < v["max_file_size_mb"] <= MAX_FILE_MB:
         raise OptionsError("--max-file-size-mb must be above 0 and at most %g (RecordIO's record limit), got %g"
                            % (MAX_FILE_MB, v["max_file_size_mb"]))

@@ -1,13 +1,15 @@
-"""Entry points: ``pipeline.run`` (the job) and its small companion commands."""
+"""Entry points: ``pipeline.run`` (the job), its companion commands, and ``pipeline.convert`` (the job as a function)."""
 
-import logging
 import time
-
-# Importing Beam logs a GCP-only warning ("apitools not found") through the root
-# logger, which would configure logging as a side effect and print it to every
-# user. A handler on the root logger prevents that; entry points then configure
-# logging themselves with force=True.
-logging.getLogger().addHandler(logging.NullHandler())
 
 # When the command started, imports included: the wall time users see.
 STARTED = time.time()
+
+
+def __getattr__(name):
+    # ``from pipeline import convert`` loads Beam; the other commands (verify, preview) do not need it.
+    if name == "convert":
+        from pipeline.api import convert
+
+        return convert
+    raise AttributeError("module 'pipeline' has no attribute %r" % name)

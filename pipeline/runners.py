@@ -24,6 +24,10 @@ job's result is waited for.
 
 from __future__ import annotations
 
+from imgrec.quiet import import_beam
+
+import_beam()
+
 import logging
 import socket
 import sys

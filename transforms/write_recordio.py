@@ -411,7 +411,7 @@ def _spread_key(element) -> int:
     return zlib.crc32(repr(first)[:200].encode("utf-8", "surrogateescape")) % 4096
 
 
-def _shuffle_front(pcoll, job: Job):
+def shuffle_front(pcoll, job: Job):
     """Items -> (batches of ImageRefs ready to plan, [findings]) through Beam's shuffles."""
     o = job.options
     tagged = (
@@ -479,7 +479,7 @@ class WriteToRecordIO(beam.PTransform):
         if options is None:
             from imgrec.options import from_kwargs
 
-            options = from_kwargs(output=output, **flags)
+            options = from_kwargs(input_required=False, output=output, **flags)
         elif output or flags:
             raise TypeError("give either options= or the output and keyword flags, not both")
         if planner not in (AUTO, SPILL, SHUFFLE):
@@ -493,7 +493,9 @@ class WriteToRecordIO(beam.PTransform):
 
     def expand(self, pcoll):
         options, previous = prepare_job(self._options)
-        planner = self._planner if self._planner != AUTO else default_planner(pcoll.pipeline)
+        planner = self._planner if self._planner != AUTO else options.planner
+        if planner == AUTO:
+            planner = default_planner(pcoll.pipeline)
         if planner == SPILL and options.stratify:
             planner = SHUFFLE  # --stratify ranks each class's images in Beam's shuffles (docs/architecture.md)
         job = self._job(options, previous, planner)
@@ -508,7 +510,7 @@ class WriteToRecordIO(beam.PTransform):
                 | "WriteShards" >> beam.ParDo(_WriteFn(job))
             )
         else:
-            batches, found = _shuffle_front(pcoll, job)
+            batches, found = shuffle_front(pcoll, job)
             groups = batches | "PlanShards" >> PlanShards(
                 options.ratios, options.shard_size_mb, options.images_per_shard, options.output, job.env,
                 first_ids=previous.next_ids() if previous else None, settle=functools.partial(settle_for_plan, job),
