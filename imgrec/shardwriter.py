@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
-from imgrec import dedup, images, items, labels, recordio, runs, storage
+from imgrec import crashpoints, dedup, images, items, labels, recordio, runs, storage
 from imgrec.errors import STAGE_ENCODE, STAGE_READ, STAGE_VALIDATE, ErrorRecord
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
@@ -439,6 +439,7 @@ class _Shard:
             tuple(self.findings),
         )
         storage.write_text(self.record_uri, record.dumps())
+        crashpoints.reached("shard-recorded")
         return record
 
     def abort(self) -> None:

@@ -246,7 +246,7 @@ def worker_threads(ns: argparse.Namespace, local_run: bool) -> int:
 def make_records(ns: argparse.Namespace, beam_args: list[str], env: WorkerEnv) -> int:
     import apache_beam as beam
 
-    from pipeline.run import pipeline_options, runs_in_process
+    from pipeline.runners import pipeline_options, runs_in_process
     from transforms.pack_list import MAX_FRAGMENT_LINES, PackList, done_path, plan_fragments
 
     root = ns.root

@@ -21,7 +21,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from conftest import REPO, run_cli
 from imgrec.options import OptionsError, load_config
 from pipeline.cli import parse
-from pipeline.run import RUNNER_ALIASES, pipeline_options
+from pipeline.runners import RUNNER_ALIASES, pipeline_options
 
 CONFIGS = REPO / "configs"
 NAMES = ("direct", "dask", "portable-local", "flink", "spark", "dataflow")
@@ -63,7 +63,7 @@ def test_config_names_real_options_and_beam_flags(name, tmp_path):
     options, all_beam_args, _ = parse(["--config", str(config(name)), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])
     for dest, value in values.items():
         assert getattr(options, dest) == value
-    opts, runner = pipeline_options(all_beam_args, classes=3)
+    opts, runner = pipeline_options(all_beam_args, 3)
     assert opts.view_as(StandardOptions).runner == RUNNERS[name]
     if name == "direct":
         assert isinstance(runner, FnApiRunner)
@@ -97,7 +97,7 @@ def test_flags_override_the_config(tmp_path):
     )
     assert (options.threads, options.shard_size_mb) == (1, 64.0)
     assert load_config(str(config("dask")))[0]["threads"] != 1
-    opts, _ = pipeline_options(beam_args, classes=3)
+    opts, _ = pipeline_options(beam_args, 3)
     assert opts.view_as(DaskOptions).address == "tcp://10.0.0.1:8786"
 
 

@@ -325,7 +325,7 @@ def test_max_file_size_option(tmp_path):
 READ_PROBE = """
 import sys
 from imgrec import storage
-from transforms.write_shards import read_input
+from imgrec.shardwriter import read_input
 from imgrec.images import BadImage
 try:
     read_input(sys.argv[1], int(sys.argv[2]))

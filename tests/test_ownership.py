@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SAMPLE, load_manifest, run_cli
 from imgrec import crashpoints
-from imgrec.finalize import OWNER_MARK, Ownership, in_work, untemp
+from imgrec.ownership import OWNER_MARK, Ownership, in_work, untemp
 
 
 @pytest.mark.parametrize(

@@ -113,11 +113,11 @@ class LogWorkerCalls(WorkerPlugin):
         self.log_path = log_path
 
     def setup(self, worker):
-        from transforms import list_images, write_shards
+        from imgrec import items, shardwriter
 
-        # list_class(input_root, class_index, class_name, ...); write_shard(split, shard, shards, ...)
-        _log_calls(list_images, "list_class", self.log_path, lambda a: a[2])
-        _log_calls(write_shards, "write_shard", self.log_path, lambda a: "%s/%d" % (a[0], a[1]))
+        # FolderListing.items(self): one class folder listed; _Shard.finish(self): one shard written
+        _log_calls(items.FolderListing, "items", self.log_path, lambda a: a[0].folder)
+        _log_calls(shardwriter._Shard, "finish", self.log_path, lambda a: "%s/%d" % (a[0].work.split, a[0].work.shard))
 
 
 @pytest.fixture(scope="module")
@@ -161,38 +161,15 @@ def test_dask_runner_writes_the_same_bytes_spread_over_two_workers(photos, refer
     assert {pid for pid, _, _ in calls} <= worker_pids, "work ran outside the dask workers"
 
     manifest = load_manifest(out)
-    shards = collections.Counter(what for _, name, what in calls if name == "write_shard")
+    shards = collections.Counter(what for _, name, what in calls if name == "finish")
     expected_shards = {"%s/%d" % (split, i) for split, doc in manifest["splits"].items() for i in range(len(doc["shards"]))}
     assert set(shards) == expected_shards
     assert set(shards.values()) == {1}, "a shard was written more than once: %s" % shards
-    listed = collections.Counter(what for _, name, what in calls if name == "list_class")
+    listed = collections.Counter(what for _, name, what in calls if name == "items")
     assert listed == collections.Counter(manifest["classes"]), "each class must be listed exactly once"
 
-    writers = {pid for pid, name, _ in calls if name == "write_shard"}
+    writers = {pid for pid, name, _ in calls if name == "finish"}
     assert len(writers) == 2, "all %d shards were written by one worker" % len(shards)
-
-
-def test_every_branch_runs_on_dask(dask_cluster, tmp_path):
-    """Beam's Dask runner computes only the last step applied: join_branches makes it depend on all."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.runners.dask.dask_runner import DaskRunner
-
-    from pipeline.run import join_branches
-
-    _, address, _ = dask_cluster
-    folder = str(tmp_path)
-    p = beam.Pipeline(runner=DaskRunner(), options=PipelineOptions(["--dask_client_address=%s" % address]))
-    numbers = p | beam.Create([1, 2, 3])
-    numbers | "OnlyWritesFiles" >> beam.Map(lambda n: Path(folder, "side-%d" % n).write_text("x"))
-    numbers | "Main" >> beam.Map(lambda n: n * 2)
-    join_branches(p)
-    result = p.run()
-    try:
-        result.wait_until_finish()
-    finally:
-        result.client.close()  # the runner's own client; the cluster outlives this test
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["side-1", "side-2", "side-3"]
 
 
 # ---------------------------------------------------------------------------- Portable
@@ -276,14 +253,14 @@ def test_short_dask_runner_name_and_one_partition_per_class():
     from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.runners.dask.dask_runner import DaskOptions
 
-    from pipeline.run import DASK_MAX_PARTITIONS, RUNNER_ALIASES, pipeline_options
+    from pipeline.runners import DASK_MAX_PARTITIONS, RUNNER_ALIASES, pipeline_options
 
     for args in (["--runner=DaskRunner"], ["--runner", "DaskRunner"]):
-        opts, runner = pipeline_options(args, classes=5)
+        opts, runner = pipeline_options(args, 5)
         assert runner is None
         assert opts.view_as(StandardOptions).runner == RUNNER_ALIASES["DaskRunner"]
         assert opts.view_as(DaskOptions).npartitions == 5
-    opts, _ = pipeline_options(["--runner=DaskRunner"], classes=21841)
+    opts, _ = pipeline_options(["--runner=DaskRunner"], 21841)
     assert opts.view_as(DaskOptions).npartitions == DASK_MAX_PARTITIONS
-    opts, _ = pipeline_options(["--runner=DaskRunner", "--dask_partition_size=7"], classes=5)
+    opts, _ = pipeline_options(["--runner=DaskRunner", "--dask_partition_size=7"], 5)
     assert opts.view_as(DaskOptions).npartitions is None and opts.view_as(DaskOptions).partition_size == 7

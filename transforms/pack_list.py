@@ -51,7 +51,7 @@ from imgrec.im2rec_compat import (
     rec_name,
 )
 from imgrec.parallel import ordered_map
-from transforms.write_shards import read_input
+from imgrec.shardwriter import read_input
 
 # A fragment is the unit of parallel work: large enough that its fixed costs
 # (a few small files) vanish, small enough that every worker gets several.

@@ -1,7 +1,8 @@
 """A prefix of 5,000+ objects over several classes is listed completely, one class prefix per element.
 
 The objects are tiny and made on the server by a thread pool; the listing is
-the real ``ListImages`` stage on Beam's FnApiRunner with two worker processes.
+the real listing (``FolderListing`` elements, as ``ReadImageFolder`` makes them) on
+Beam's FnApiRunner with two worker processes.
 Every class holds more than one page of objects (S3 returns at most 1,000 keys
 per request), so the pagination of each class listing is exercised as well.
 """
@@ -20,11 +21,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from imgrec import items
 from imgrec.env import WorkerEnv
-from imgrec.layout import Layout
 from imgrec.options import S3Settings
-from imgrec.planning import SplitRatios
-from transforms.list_images import ListImages
 
 CLASSES = {"ant": 1300, "bee": 1250, "cat": 1400, "dog": 1100}  # 5,050 images
 NOT_IMAGES = 5  # per class: listed, counted as ignored, not taken
@@ -73,6 +72,23 @@ def _list_requests(log_path: str, bucket: str) -> list[dict]:
     return requests
 
 
+class _ListWithEnv(beam.DoFn):
+    """FolderListing -> (relpath, label, pid) per image and (folder, ignored) per folder, in a worker with the env."""
+
+    def __init__(self, env):
+        self._env = env
+
+    def setup(self):
+        self._env.apply()
+
+    def process(self, listing):
+        for item in listing.items():
+            if isinstance(item, items.Image):
+                yield "image", (item.path, item.labels[0], os.getpid())
+            elif isinstance(item, items.Finding):
+                yield "ignored", (listing.folder, item.count)
+
+
 def test_5000_objects_are_listed_completely_per_class(moto_endpoint, moto_log, big_bucket, tmp_path, s3_storage):
     from imgrec import storage
 
@@ -81,37 +97,39 @@ def test_5000_objects_are_listed_completely_per_class(moto_endpoint, moto_log, b
     classes, files = storage.list_top(root)
     assert classes == sorted(CLASSES) and files == []
 
-    out = str(tmp_path / "out")
     env = WorkerEnv(s3=S3Settings(endpoint_url=moto_endpoint))
     options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     listed_before = len(_list_requests(moto_log, bucket))
-    with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
-        refs = (
-            p
-            | beam.Create(list(enumerate(classes)))
-            | ListImages(root, out, Layout(), (".jpg",), SplitRatios(0.8, 0.2, 0.0), "0", env)
-            | beam.FlatMap(lambda batch: batch)
-        )
-        # Fused with the listing step: which worker process listed each image.
-        (
-            refs
-            | beam.Map(lambda r: (r.relpath, r.label, os.getpid()))
-            | beam.combiners.ToList()
-            | beam.Map(lambda rows, path=str(tmp_path / "rows.json"): open(path, "w").write(json.dumps(rows)))
-        )
+    listings = [items.FolderListing(root, name, (name,), (".jpg",)) for name in classes]
+    import sys
 
-    rows = json.loads((tmp_path / "rows.json").read_text())
+    from apache_beam.internal import cloudpickle_pickler
+
+    cloudpickle = cloudpickle_pickler.cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    try:
+        with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
+            (
+                p
+                | beam.Create(listings)
+                | beam.ParDo(_ListWithEnv(env))  # which worker process listed each image
+                | beam.combiners.ToList()
+                | beam.Map(lambda rows, path=str(tmp_path / "rows.json"): open(path, "w").write(json.dumps(rows)))
+            )
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+    found = json.loads((tmp_path / "rows.json").read_text())
+    rows = [value for kind, value in found if kind == "image"]
     expected = sorted(k[len("photos/"):] for name in CLASSES for k in keys[name] if k.endswith(".jpg"))
     assert len(expected) >= 5000
     assert sorted(r[0] for r in rows) == expected, "every image listed exactly once"
     for relpath, label, _ in rows:
-        assert classes[label] == relpath.split("/")[0]
-
-    for index, name in enumerate(classes):
-        record = json.loads((tmp_path / "out" / Layout().listing_record(index)).read_text())
-        assert (record["class"], record["images"], record["ignored_non_image"]) == (name, CLASSES[name], NOT_IMAGES)
+        assert label == relpath.split("/")[0]
+    ignored = dict(tuple(value) for kind, value in found if kind == "ignored")
+    assert ignored == {name: NOT_IMAGES for name in CLASSES}
 
     # One paginated listing per class prefix, never one listing of the whole input.
     requests = _list_requests(moto_log, bucket)[listed_before:]
