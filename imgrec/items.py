@@ -70,11 +70,12 @@ def path_problem(relpath: str) -> tuple[str, str] | None:
 LABEL_FORBIDDEN = "\t\n\r\x1f"
 
 
-def label_problem(labels: Iterable[Any]) -> str | None:
-    """Why these labels cannot be class names (None when they can)."""
+def label_problem(labels: Iterable[Any], single_label: bool = True) -> str | None:
+    """Why these labels cannot be class names (None when they can); a multi-label image may have none."""
     labels = tuple(labels)
-    if not labels:
-        return "the image has no label"
+    if single_label and len(set(labels)) != 1:
+        return ("%d labels, but the output is single-label: pass label_format multi-hot or class-ids for "
+                "multi-label data" % len(set(labels)))
     for name in labels:
         if not isinstance(name, str) or not name.strip():
             return "label %r is not a class name (a non-empty string)" % (name,)
@@ -172,7 +173,7 @@ def relative_path(path: str, root: str) -> str:
     return posixpath.normpath(path)
 
 
-def to_image(item, root: str) -> Image | ErrorRecord | Finding:
+def to_image(item, root: str, single_label: bool = True) -> Image | ErrorRecord | Finding:
     """One input item as an Image with a record path (or the ErrorRecord that says why it cannot be one)."""
     if isinstance(item, (ErrorRecord, Finding)):
         return item
@@ -189,7 +190,7 @@ def to_image(item, root: str) -> Image | ErrorRecord | Finding:
     problem = path_problem(rel)
     if problem:
         return ErrorRecord(rel, problem[0], STAGE_LIST, problem[1])
-    why = label_problem(image.labels)
+    why = label_problem(image.labels, single_label)
     if why:
         return ErrorRecord(rel, "bad_label", STAGE_LIST, why)
     return image._replace(path=rel, labels=tuple(image.labels))

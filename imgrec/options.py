@@ -23,11 +23,12 @@ import re
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from imgrec.errors import UsageError
 from imgrec.images import DEFAULT_MAX_PIXELS, EncodeParams
 from imgrec.planning import SplitRatios
 
 
-class OptionsError(ValueError):
+class OptionsError(UsageError):
     """An invalid option value; the message says which flag and why."""
 
 

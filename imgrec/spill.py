@@ -65,6 +65,7 @@ class SpillJob:
     max_file_bytes: int = 0
     listing: items.FolderListing | None = None
     images: tuple = ()
+    single_label: bool = True
 
 
 def _content_sha(uri: str, max_bytes: int) -> str:
@@ -78,13 +79,18 @@ def spill(job: SpillJob) -> Part:
     """One spill task (runs in a worker): the refs of a folder or a batch, as runs; a Part with its RunSummary."""
     summary = RunSummary()
     batch: list[runs.RunRef] = []
-    source = job.listing.items() if job.listing is not None else (items.to_image(i, job.input_root) for i in job.images)
+    source = job.listing.items() if job.listing is not None else job.images
+    single = job.single_label
     for item in source:
         if isinstance(item, items.Finding):
             summary.findings.append(item)
             continue
+        item = items.to_image(item, job.input_root, single)
         if isinstance(item, ErrorRecord):
             summary.findings.append(items.error_finding(item))
+            continue
+        if isinstance(item, items.Finding):
+            summary.findings.append(item)
             continue
         if item.size < 0:  # a source that did not say: ask the storage
             try:

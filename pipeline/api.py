@@ -58,6 +58,16 @@ def source_for(options: ConvertOptions):
     return ReadImageFolder.from_options(options)
 
 
+def check_side_files(options: ConvertOptions) -> None:
+    """A label file and a class map must be regular files: the label file is scanned whole, then read again
+    in chunks (seeking), so a pipe cannot be read twice, and a device never ends."""
+    for flag, uri in (("--labels", options.labels), ("--class-map", options.class_map)):
+        problem = storage.regular_file_problem(uri) if uri else ""
+        if problem:
+            raise UsageError("%s %s is %s: save it to a file first (for example: ... > labels.csv) and give "
+                             "that file" % (flag, uri, problem))
+
+
 def resolve_label_width(options: ConvertOptions, source) -> ConvertOptions:
     """The options with the vector width of multi-label records fixed when the source already knows it."""
     if not options.label_format:
@@ -72,6 +82,7 @@ def run_job(options: ConvertOptions, beam_args: Sequence[str] = (), progress: bo
             started: float | None = None) -> dict:
     """Convert with these options on the runner ``beam_args`` names; returns the manifest (and ``summary_text``)."""
     started = time.time() if started is None else started
+    check_side_files(options)
     options = output_options(options)  # before the source: an increment's class map is the dataset's
     source = source_for(options)
     options = resolve_label_width(options, source)

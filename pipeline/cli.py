@@ -25,6 +25,7 @@ import difflib
 from typing import Iterable, Sequence
 
 from imgrec import __version__
+from imgrec.quiet import import_beam
 from imgrec.options import ConvertOptions, OptionsError, add_options, from_args, load_config, option_flags
 
 VERSION = "imgrec-beam %s" % __version__
@@ -83,6 +84,7 @@ def unrecognized(args: Sequence[str], known: Iterable[str]) -> str:
 
 def _beam_parser():
     """A parser of every flag Beam's ``PipelineOptions`` subclasses define, as Beam builds it."""
+    import_beam()
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
     class Parser(_BeamArgumentParser):

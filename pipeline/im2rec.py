@@ -341,10 +341,10 @@ def run(argv: list[str] | None = None) -> int:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     if not ns.list:
-        # Importing Beam logs a GCP-only "apitools not found" warning through the root
-        # logger; imported before logging is set up, it goes to pipeline/__init__'s
-        # NullHandler instead of the terminal (list mode does not need Beam at all).
-        import apache_beam  # noqa: F401
+        # Beam imported without its GCP-only "apitools not found" line (list mode does not need Beam at all).
+        from imgrec.quiet import import_beam
+
+        import_beam()
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("apache_beam", "botocore", "urllib3", "smart_open"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

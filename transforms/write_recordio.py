@@ -188,7 +188,8 @@ class _SpillFn(_JobDoFn):
 
     def _job(self, **kw) -> spill.SpillJob:
         o = self.job.options
-        return spill.SpillJob(self.job.scratch, o.input, o.split_seed, o.check_duplicates, o.max_file_bytes, **kw)
+        return spill.SpillJob(self.job.scratch, o.input, o.split_seed, o.check_duplicates, o.max_file_bytes,
+                              single_label=not o.label_format, **kw)
 
     def finish_bundle(self):
         if self._loose:
@@ -381,7 +382,7 @@ class _ToRefs(_JobDoFn):
         o = self.job.options
         taken = 0
         for item in items.flatten(element):
-            item = items.to_image(item, o.input)
+            item = items.to_image(item, o.input, not o.label_format)
             if isinstance(item, items.Finding):
                 yield findings.FOUND, item
                 continue

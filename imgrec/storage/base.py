@@ -22,6 +22,8 @@ import shutil
 import uuid
 from typing import BinaryIO, ContextManager, Iterator, NamedTuple
 
+from imgrec.errors import ImgrecError
+
 # Temporary files are named ".<final name>.tmp-<12 hex digits>" beside their final name.
 TMP_MARK = ".tmp-"
 # Large sequential writes; the OS page cache (or the multipart buffer) does the rest.
@@ -30,8 +32,10 @@ WRITE_BUFFER = 1 << 20
 COPY_BUFFER = 8 << 20
 
 
-class StorageError(RuntimeError):
-    """A storage problem a person can act on (message names the path and what to check)."""
+class StorageError(ImgrecError, RuntimeError):
+    """A storage problem a person can act on (message names the path and what to check): exit 2."""
+
+    exit_code = 2
 
     # Its public name: tracebacks that cross a Beam worker's boundary show "imgrec.storage.StorageError",
     # which the launcher recognises, and pickles name the facade, which re-exports it.
