@@ -38,14 +38,18 @@ else of RSS; the column header says which.
 
 GIL and core ceiling (pass, resize, large, tiny, and the all-cores scaling run):
 after the timed runs, our job runs once more under ``py-spy record --gil
---subprocesses`` (``bench/gil.py``), and once, timed and profiled, on the
-first 10 images of the same data set. Per image = (run of N - run of 10) /
-(N - 10), so start-up is left out: ``GIL us/image`` is the GIL-held time of
-the process holding its GIL longest; ``GIL ceiling img/s`` = 1 / that, the
-rate at which that GIL would be busy all the time; ``ceiling cores`` = that
-rate / the measured per-core rate (1 / CPU seconds per image, all threads),
-the cores beyond which more cores would not help this process layout. The
-ImageNet-1k/21k projection built from these figures is ``bench/estimate.py``.
+--threads --subprocesses`` (``bench/gil.py``, ``bench/gil_clock.py``), and
+on the first 10 images of the same data set, timed and profiled. Per image =
+(run of N - run of 10) / (N - 10), so start-up is left out. ``GIL us/image``:
+the time the GIL was held by a thread that was on a CPU, at most (a thread
+preempted while it holds the GIL is sampled as holding it; on a machine with
+fewer free cores than threads that is most of the sampled time), in the
+process holding its GIL longest; the notes also give an estimate and the raw
+sampled figure. ``GIL ceiling img/s`` = 1 / that, the rate at which that GIL
+would be busy all the time; ``ceiling cores`` = that rate / the measured
+per-core rate (1 / CPU seconds per image, all threads): beyond that many
+cores this process layout gains nothing. The ImageNet-1k/21k projection built
+from these figures is ``bench/estimate.py``.
 
 Everything printed is Markdown (paste into docs/benchmark.md); it is also
 saved as ``results.md`` and ``results.json`` in the bench folder.
@@ -126,7 +130,7 @@ class Row:
     limit_name: str = ""
     base: list = field(default_factory=list)  # our runs on the first BASELINE images (start-up cost)
     gil: dict | None = None  # GilProfile (asdict) of our run on every image
-    gil_base: dict | None = None  # ... and on BASELINE images
+    gil_base: list = field(default_factory=list)  # ... and on BASELINE images, --repeats times
     gil_note: str = ""  # why the GIL was not measured
     notes: list = field(default_factory=list)
     failures: list = field(default_factory=list)
@@ -142,29 +146,30 @@ class Row:
             return NAN
         return max(r["peak_pss"] or r["peak_rss"] for r in runs) / 2**20
 
-    @staticmethod
-    def _busiest(profile: dict) -> float:
-        return max(profile["samples"].values(), default=0) / profile["rate"]
-
-    @staticmethod
-    def _total(profile: dict) -> float:
-        return sum(profile["samples"].values()) / profile["rate"]
-
     def per_image(self) -> dict:
-        """Marginal costs per image (run of N minus run of BASELINE): CPU s, GIL s (busiest process, all)."""
-        out = {"cpu_s": NAN, "gil_s": NAN, "gil_all_s": NAN, "gil_processes": 0}
+        """Marginal costs per image (run of N minus run of BASELINE), NaN where not measured or not positive.
+
+        cpu_s: CPU seconds, all threads and processes. gil_s: GIL-held seconds on a CPU, at most, in the
+        process holding its GIL longest (``GilProfile.held_running``); gil_est_s: the same, estimated
+        (``held_running_estimate``); gil_wall_s: as py-spy sees it (``held``, preemption included);
+        gil_all_s: gil_s summed over every process.
+        """
+        out = {"cpu_s": NAN, "gil_s": NAN, "gil_est_s": NAN, "gil_wall_s": NAN, "gil_all_s": NAN,
+               "gil_processes": 0, "gil_added": NAN}
         extra = self.images - BASELINE
         if extra <= 0:
             return out
         if self.base and self.ours:
-            cpu = (self._median(self.ours, "cpu") - self._median(self.base, "cpu")) / extra
-            out["cpu_s"] = cpu if cpu > 0 else NAN
+            out["cpu_s"] = (self._median(self.ours, "cpu") - self._median(self.base, "cpu")) / extra
         if self.gil and self.gil_base:
-            g = (self._busiest(self.gil) - self._busiest(self.gil_base)) / extra
-            out["gil_s"] = g if g > 0 else NAN
-            out["gil_all_s"] = (self._total(self.gil) - self._total(self.gil_base)) / extra
-            out["gil_processes"] = len(self.gil["samples"])
-        return out
+            full, bases = gil.GilProfile(**self.gil), [gil.GilProfile(**b) for b in self.gil_base]
+            for how, key in (("running", "gil_s"), ("estimate", "gil_est_s"), ("wall", "gil_wall_s")):
+                out[key] = (full.busiest(how) - statistics.median(b.busiest(how) for b in bases)) / extra
+            out["gil_all_s"] = (full.total() - statistics.median(b.total() for b in bases)) / extra
+            out["gil_processes"] = len(full.samples)
+            # the share of the full run's GIL time that the images add to start-up's: small means noisy
+            out["gil_added"] = 1 - statistics.median(b.busiest() for b in bases) / full.busiest() if full.busiest() else 0
+        return {k: v if not isinstance(v, float) or v > 0 or k == "gil_added" else NAN for k, v in out.items()}
 
     def summary(self) -> dict:
         ours = self._median(self.ours)
@@ -200,8 +205,11 @@ class Row:
             "cpu_us_per_image": 1e6 * per["cpu_s"],
             "per_core_ips": 1 / per["cpu_s"] if per["cpu_s"] > 0 else NAN,
             "gil_us_per_image": 1e6 * per["gil_s"],
+            "gil_est_us_per_image": 1e6 * per["gil_est_s"],
+            "gil_wall_us_per_image": 1e6 * per["gil_wall_s"],
             "gil_all_us_per_image": 1e6 * per["gil_all_s"],
             "gil_processes": per["gil_processes"],
+            "gil_added": per["gil_added"],
             "ceiling_ips": ceiling,
             "ceiling_cores": per["cpu_s"] * ceiling if ceiling == ceiling else NAN,
         }
@@ -298,9 +306,8 @@ class Bench:
         profile = None
         if spy:
             # taskset outside py-spy: py-spy then starts the interpreter itself, and both stay on those cores
-            cmd = list(prefix) + gil.command(self.py_spy, os.path.join(self.runs, "ours-%s.raw" % tag), job)
-            m = measure.run_checked(cmd, log, cwd=self.code, env=env)
-            profile = gil.parse_raw(os.path.join(self.runs, "ours-%s.raw" % tag))
+            profile, m = gil.record(self.py_spy, job, os.path.join(self.runs, "ours-%s.raw" % tag), log,
+                                    prefix=prefix, cwd=self.code, env=env)
         else:
             m = measure.run_checked(list(prefix) + job, log, cwd=self.code, env=env)
         with open(os.path.join(out, "manifest.json")) as f:
@@ -425,11 +432,12 @@ class Bench:
             if self.py_spy is None:
                 row.gil_note = self.gil_note
                 return
-            self.log("  GIL: %d and %d images under py-spy" % (row.images, BASELINE))
+            self.log("  GIL: %d images, and %d images %d times, under py-spy" % (row.images, BASELINE, self.args.repeats))
             self.quiet()
             row.gil = asdict(self.run_ours(data, row.images, flags, tag + "-gil", prefix, parallel, spy=True)[1])
-            row.gil_base = asdict(self.run_ours(base, BASELINE, flags, tag + "-gilbase", prefix, parallel,
-                                                spy=True)[1])
+            for _ in range(self.args.repeats):
+                row.gil_base.append(asdict(self.run_ours(base, BASELINE, flags, tag + "-gilbase", prefix, parallel,
+                                                         spy=True)[1]))
         except measure.RunFailed as exc:
             row.failures.append("%s, per-image run failed: %s" % (row.mode, exc))
 
@@ -578,12 +586,16 @@ def gil_notes(rows: list[Row]) -> list[str]:
         s = row.summary()
         what = "%s (%d cores)" % (row.mode, row.cores)
         if _finite(s["gil_us_per_image"]):
-            out.append("GIL, %s: %.1f us/image in the busiest of %d processes (%.1f us/image over all), "
-                       "%s us CPU/image = %s images/s per core; the GIL is busy all the time at %s images/s, "
-                       "reached at %s cores" % (
-                           what, s["gil_us_per_image"], s["gil_processes"], s["gil_all_us_per_image"],
-                           _fmt(s["cpu_us_per_image"], ".0f"), _fmt(s["per_core_ips"], "rate"), _fmt(s["ceiling_ips"], "rate"),
-                           _fmt(s["ceiling_cores"], ".1f")))
+            out.append("GIL, %s: held on a CPU at most %.1f us/image (estimate %s, as sampled %s) in the busiest "
+                       "of %d processes (%s over all); %s us CPU/image = %s images/s per core; that GIL is busy "
+                       "all the time at %s images/s (estimate %s), reached at %s cores" % (
+                           what, s["gil_us_per_image"], _fmt(s["gil_est_us_per_image"], ".1f"),
+                           _fmt(s["gil_wall_us_per_image"], ".1f"), s["gil_processes"],
+                           _fmt(s["gil_all_us_per_image"], ".1f"), _fmt(s["cpu_us_per_image"], ".0f"),
+                           _fmt(s["per_core_ips"], "rate"), _fmt(s["ceiling_ips"], "rate"),
+                           _fmt(1e6 / s["gil_est_us_per_image"], "rate"), _fmt(s["ceiling_cores"], ".1f"))
+                       + ("" if not s["gil_added"] < 0.5 else "; noisy: the images account for only %.0f%% of the "
+                          "run's GIL time, start-up for the rest (use a larger --scale)" % (100 * s["gil_added"])))
         else:
             why = row.gil_note or "GIL-held time did not grow with the images (noise at this scale)"
             out.append("GIL, %s: not measured -- %s; %s us CPU/image" % (what, why, _fmt(s["cpu_us_per_image"], ".0f")))
@@ -718,7 +730,10 @@ def render(header: list[str], rows: list[Row], memory_kind: str) -> str:
                      "command; im2rec.py `--num-thread k`; OpenCV loop: k processes):\n\n%s"
                      % (first.images, scaling_table(entries)))
     projections, used = imagenet(rows)
-    if projections:
+    if not projections:
+        parts.append("ImageNet estimate: not projected -- it needs the per-image costs of the pass or resize mode "
+                     "(at least %d images; py-spy for the GIL ceiling).\n" % (2 * BASELINE))
+    else:
         parts.append("ImageNet estimate, compute time only (`bench/estimate.py`). Measured here: %s. Projected: "
                      "rate on N cores = min(N / CPU s per image, 1 / GIL s per image); pass-through cost linear in "
                      "file size through the tiny and photo points, read at ImageNet-1k's %.0f KB and ImageNet-21k's "
@@ -798,8 +813,12 @@ def main(argv=None) -> int:
         % (kind, measure.SAMPLE_SECONDS,
            " (shared pages split between the processes sharing them)" if kind == "PSS"
            else " (PSS not readable here: shared pages counted once per process)"),
-        "GIL: %s" % (bench.gil_note or "py-spy record --gil --subprocesses --rate %d; per image = (run of N - run of "
-                     "%d) / (N - %d)" % (gil.RATE, BASELINE, BASELINE)),
+        "GIL: %s" % (bench.gil_note or (
+            "py-spy record --gil --threads --subprocesses --rate %d, its samples counted against bench/gil_clock.py; "
+            "GIL us/image = GIL held on a CPU at most (per thread the lesser of the time it held the GIL and the "
+            "time it ran, from /proc schedstat: a thread preempted while holding it is not counted), in the "
+            "process holding its GIL longest; per image = (run of N - run of %d) / (N - %d)"
+            % (gil.RATE, BASELINE, BASELINE))),
     ]
     text = render(header, rows, kind)
     print(text, end="")

@@ -77,8 +77,30 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = None, timeout: float = 7200) -> Measurement:
-    """Run ``cmd`` to completion, sampling its process tree; output goes to ``log``."""
+def thread_schedstat(pid: int) -> dict[int, tuple[int, int]]:
+    """tid -> (ns on a CPU, ns runnable but waiting for a CPU) of each thread of ``pid`` (empty if gone)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                on_cpu, waiting = f.read().split()[:2]
+            out[int(tid)] = (int(on_cpu), int(waiting))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = None, timeout: float = 7200,
+        schedstat: dict | None = None) -> Measurement:
+    """Run ``cmd`` to completion, sampling its process tree; output goes to ``log``.
+
+    ``schedstat``, if given, is filled with the last scheduler figures seen of
+    every thread of the tree: (pid, tid) -> (ns on a CPU, ns waiting for one).
+    """
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = _busy_seconds()
     seen_cpu: dict[tuple[int, float], tuple[float, float]] = {}  # (pid, create_time) -> last (user, system) seen
@@ -100,6 +122,9 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
                     continue
                 if pss_ok:
                     total_pss += _pss(p.pid) or 0  # None: it exited between the two reads
+                if schedstat is not None:
+                    for tid, figures in thread_schedstat(p.pid).items():
+                        schedstat[(p.pid, tid)] = figures
             peak = max(peak, total)
             peak_pss = max(peak_pss, total_pss)
             if popen.poll() is not None:
