@@ -159,17 +159,23 @@ class Row:
         extra = self.images - BASELINE
         if extra <= 0:
             return out
+
+        def per(full: float, base: float) -> float:
+            v = (full - base) / extra
+            return v if v > 0 else NAN  # noise larger than the images' share: no figure
+
         if self.base and self.ours:
-            out["cpu_s"] = (self._median(self.ours, "cpu") - self._median(self.base, "cpu")) / extra
+            out["cpu_s"] = per(self._median(self.ours, "cpu"), self._median(self.base, "cpu"))
         if self.gil and self.gil_base:
             full, bases = gil.GilProfile(**self.gil), [gil.GilProfile(**b) for b in self.gil_base]
             for how, key in (("running", "gil_s"), ("estimate", "gil_est_s"), ("wall", "gil_wall_s")):
-                out[key] = (full.busiest(how) - statistics.median(b.busiest(how) for b in bases)) / extra
-            out["gil_all_s"] = (full.total() - statistics.median(b.total() for b in bases)) / extra
+                out[key] = per(full.busiest(how), statistics.median(b.busiest(how) for b in bases))
+            out["gil_all_s"] = per(full.total(), statistics.median(b.total() for b in bases))
             out["gil_processes"] = len(full.samples)
-            # the share of the full run's GIL time that the images add to start-up's: small means noisy
-            out["gil_added"] = 1 - statistics.median(b.busiest() for b in bases) / full.busiest() if full.busiest() else 0
-        return {k: v if not isinstance(v, float) or v > 0 or k == "gil_added" else NAN for k, v in out.items()}
+            # the share of the full run's GIL time that is the images' (the rest is start-up): small means noisy
+            if full.busiest() > 0:
+                out["gil_added"] = 1 - statistics.median(b.busiest() for b in bases) / full.busiest()
+        return out
 
     def summary(self) -> dict:
         ours = self._median(self.ours)
