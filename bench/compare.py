@@ -100,6 +100,7 @@ RESIZE = 256
 QUALITY = 95
 PSNR_SAMPLE = 30  # large images decoded twice for the PSNR figure
 BASELINE = 10  # images of the short run whose costs are subtracted to leave per-image costs
+NOISY = 0.25  # per-image GIL figures where the images hold less of a run's GIL time than this are flagged
 MEMORY_LIMIT = 1.5  # issue 17: peak at 400k tiny images within 1.5x of the peak at 20k
 NAN = float("nan")
 
@@ -129,8 +130,8 @@ class Row:
     limit: list = field(default_factory=list)
     limit_name: str = ""
     base: list = field(default_factory=list)  # our runs on the first BASELINE images (start-up cost)
-    gil: dict | None = None  # GilProfile (asdict) of our run on every image
-    gil_base: list = field(default_factory=list)  # ... and on BASELINE images, --repeats times
+    gil: list = field(default_factory=list)  # GilProfiles (asdict) of our runs on every image, --repeats
+    gil_base: list = field(default_factory=list)  # ... and on BASELINE images
     gil_note: str = ""  # why the GIL was not measured
     notes: list = field(default_factory=list)
     failures: list = field(default_factory=list)
@@ -167,14 +168,19 @@ class Row:
         if self.base and self.ours:
             out["cpu_s"] = per(self._median(self.ours, "cpu"), self._median(self.base, "cpu"))
         if self.gil and self.gil_base:
-            full, bases = gil.GilProfile(**self.gil), [gil.GilProfile(**b) for b in self.gil_base]
+            fulls, bases = [gil.GilProfile(**g) for g in self.gil], [gil.GilProfile(**b) for b in self.gil_base]
+
+            def median(profiles, fn):
+                return statistics.median(fn(p) for p in profiles)
+
             for how, key in (("running", "gil_s"), ("estimate", "gil_est_s"), ("wall", "gil_wall_s")):
-                out[key] = per(full.busiest(how), statistics.median(b.busiest(how) for b in bases))
-            out["gil_all_s"] = per(full.total(), statistics.median(b.total() for b in bases))
-            out["gil_processes"] = len(full.samples)
+                out[key] = per(median(fulls, lambda p: p.busiest(how)), median(bases, lambda p: p.busiest(how)))
+            out["gil_all_s"] = per(median(fulls, gil.GilProfile.total), median(bases, gil.GilProfile.total))
+            out["gil_processes"] = max(len(p.samples) for p in fulls)
             # the share of the full run's GIL time that is the images' (the rest is start-up): small means noisy
-            if full.busiest() > 0:
-                out["gil_added"] = 1 - statistics.median(b.busiest() for b in bases) / full.busiest()
+            full = median(fulls, gil.GilProfile.busiest)
+            if full > 0:
+                out["gil_added"] = 1 - median(bases, gil.GilProfile.busiest) / full
         return out
 
     def summary(self) -> dict:
@@ -438,10 +444,11 @@ class Bench:
             if self.py_spy is None:
                 row.gil_note = self.gil_note
                 return
-            self.log("  GIL: %d images, and %d images %d times, under py-spy" % (row.images, BASELINE, self.args.repeats))
-            self.quiet()
-            row.gil = asdict(self.run_ours(data, row.images, flags, tag + "-gil", prefix, parallel, spy=True)[1])
+            self.log("  GIL: %d and %d images, %d times each, under py-spy" % (row.images, BASELINE, self.args.repeats))
             for _ in range(self.args.repeats):
+                self.quiet()
+                row.gil.append(asdict(self.run_ours(data, row.images, flags, tag + "-gil", prefix, parallel,
+                                                    spy=True)[1]))
                 row.gil_base.append(asdict(self.run_ours(base, BASELINE, flags, tag + "-gilbase", prefix, parallel,
                                                          spy=True)[1]))
         except measure.RunFailed as exc:
@@ -600,7 +607,7 @@ def gil_notes(rows: list[Row]) -> list[str]:
                            _fmt(s["gil_all_us_per_image"], ".1f"), _fmt(s["cpu_us_per_image"], ".0f"),
                            _fmt(s["per_core_ips"], "rate"), _fmt(s["ceiling_ips"], "rate"),
                            _fmt(1e6 / s["gil_est_us_per_image"], "rate"), _fmt(s["ceiling_cores"], ".1f"))
-                       + ("" if not s["gil_added"] < 0.5 else "; noisy: the images account for only %.0f%% of the "
+                       + ("" if not s["gil_added"] < NOISY else "; noisy: the images account for only %.0f%% of the "
                           "run's GIL time, start-up for the rest (use a larger --scale)" % (100 * s["gil_added"])))
         else:
             why = row.gil_note or "GIL-held time did not grow with the images (noise at this scale)"

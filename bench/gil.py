@@ -1,18 +1,29 @@
-"""GIL-held time of each process of one command, sampled with py-spy.
+"""GIL-held time of each process and thread of one command, sampled with py-spy.
 
-    py-spy record --gil --subprocesses --format raw --rate 100 -o run.raw -- CMD
+    py-spy record --gil --threads --subprocesses --format raw --rate 100 -o run.raw -- \
+        python bench/gil_clock.py run.clock.json -- CMD
 
 With ``--gil`` py-spy records a process's stack only at the moments one of its
 threads holds the GIL (threads waiting for it, or running C code that released
-it, are not sampled), and ``--subprocesses`` follows forked and spawned
-children. So a process's sample count divided by the rate is the time its GIL
+it, are not sampled), ``--threads`` names the thread, and ``--subprocesses``
+follows forked and spawned children, all sampled at the same moments. So a
+process's sample count over the samples per second taken is the time its GIL
 was held, and the busiest process's figure per image bounds the job's
 throughput: at 1 / (GIL-held seconds per image) images/s that GIL is busy all
 the time, however many cores there are.
 
-Checked on this machine with a script that spins for 1 s of CPU on one thread,
-then sleeps 1 s on four: 1.03 s at 250 Hz, 1.15 s at 100 Hz (the interpreter's
-start-up included), against 2.05 s of wall time.
+Two corrections, both checked on scripts whose GIL time is known:
+
+- py-spy's gaps between samples are random (exponential), so the count taken
+  over a run varies by several per cent; ``gil_clock.py``, the process py-spy
+  starts, holds its own GIL throughout and so counts the samples really taken.
+- A thread preempted while it holds the GIL keeps it, and py-spy counts it;
+  with fewer free cores than runnable threads that inflates the figure (2.4 s
+  sampled for 1.0 s of Python beside four compressing threads on 2 cores).
+  ``held_running`` takes per thread the lesser of the time held and the time
+  the thread ran at all (schedstat): 1.45-1.50 s for two threads spinning
+  0.75 s each, 0.79 s for each of two processes spinning 0.8 s, 1.02 s for
+  one spinning 1.0 s; an upper bound (1.5-1.7 s in the compressing case).
 
 py-spy needs ptrace on its child (it starts the command itself, which Yama's
 ``ptrace_scope`` 1 allows); ``unavailable()`` says in one line why it cannot

@@ -121,7 +121,7 @@ def test_gil_scaling_targets_and_results_are_reported(smoke):
     tiny = next(r for r in results["rows"] if r["mode"] == "tiny pass-through")
     assert len(tiny["base"]) == 1  # the 10-image run whose costs are subtracted
     if why is None:
-        assert tiny["gil"]["samples"] and len(tiny["gil_base"]) == 1
+        assert len(tiny["gil"]) == len(tiny["gil_base"]) == 1 and tiny["gil"][0]["samples"]
 
 
 def test_unknown_mode_is_one_line_error():
