@@ -44,8 +44,7 @@ on the first 10 images of the same data set, timed and profiled. Per image =
 the time the GIL was held by a thread that was on a CPU, at most (a thread
 preempted while it holds the GIL is sampled as holding it; on a machine with
 fewer free cores than threads that is most of the sampled time), in the
-process holding its GIL longest; the notes also give an estimate and the raw
-sampled figure. ``GIL ceiling img/s`` = 1 / that, the rate at which that GIL
+process holding its GIL longest; the notes also give the raw sampled figure. ``GIL ceiling img/s`` = 1 / that, the rate at which that GIL
 would be busy all the time; ``ceiling cores`` = that rate / the measured
 per-core rate (1 / CPU seconds per image, all threads): beyond that many
 cores this process layout gains nothing. The ImageNet-1k/21k projection built
@@ -151,11 +150,10 @@ class Row:
         """Marginal costs per image (run of N minus run of BASELINE), NaN where not measured or not positive.
 
         cpu_s: CPU seconds, all threads and processes. gil_s: GIL-held seconds on a CPU, at most, in the
-        process holding its GIL longest (``GilProfile.held_running``); gil_est_s: the same, estimated
-        (``held_running_estimate``); gil_wall_s: as py-spy sees it (``held``, preemption included);
-        gil_all_s: gil_s summed over every process.
+        process holding its GIL longest (``GilProfile.held_running``); gil_wall_s: as py-spy sees it
+        (``held``, preemption included); gil_all_s: gil_s summed over every process.
         """
-        out = {"cpu_s": NAN, "gil_s": NAN, "gil_est_s": NAN, "gil_wall_s": NAN, "gil_all_s": NAN,
+        out = {"cpu_s": NAN, "gil_s": NAN, "gil_wall_s": NAN, "gil_all_s": NAN,
                "gil_processes": 0, "gil_added": NAN}
         extra = self.images - BASELINE
         if extra <= 0:
@@ -173,7 +171,7 @@ class Row:
             def median(profiles, fn):
                 return statistics.median(fn(p) for p in profiles)
 
-            for how, key in (("running", "gil_s"), ("estimate", "gil_est_s"), ("wall", "gil_wall_s")):
+            for how, key in (("running", "gil_s"), ("wall", "gil_wall_s")):
                 out[key] = per(median(fulls, lambda p: p.busiest(how)), median(bases, lambda p: p.busiest(how)))
             out["gil_all_s"] = per(median(fulls, gil.GilProfile.total), median(bases, gil.GilProfile.total))
             out["gil_processes"] = max(len(p.samples) for p in fulls)
@@ -217,7 +215,6 @@ class Row:
             "cpu_us_per_image": 1e6 * per["cpu_s"],
             "per_core_ips": 1 / per["cpu_s"] if per["cpu_s"] > 0 else NAN,
             "gil_us_per_image": 1e6 * per["gil_s"],
-            "gil_est_us_per_image": 1e6 * per["gil_est_s"],
             "gil_wall_us_per_image": 1e6 * per["gil_wall_s"],
             "gil_all_us_per_image": 1e6 * per["gil_all_s"],
             "gil_processes": per["gil_processes"],
@@ -599,14 +596,13 @@ def gil_notes(rows: list[Row]) -> list[str]:
         s = row.summary()
         what = "%s (%d cores)" % (row.mode, row.cores)
         if _finite(s["gil_us_per_image"]):
-            out.append("GIL, %s: held on a CPU at most %.1f us/image (estimate %s, as sampled %s) in the busiest "
-                       "of %d processes (%s over all); %s us CPU/image = %s images/s per core; that GIL is busy "
-                       "all the time at %s images/s (estimate %s), reached at %s cores" % (
-                           what, s["gil_us_per_image"], _fmt(s["gil_est_us_per_image"], ".1f"),
-                           _fmt(s["gil_wall_us_per_image"], ".1f"), s["gil_processes"],
+            out.append("GIL, %s: held on a CPU at most %.1f us/image (%s as sampled, preemption included) in "
+                       "the busiest of %d processes (%s over all); %s us CPU/image = %s images/s per core; that "
+                       "GIL is busy all the time at %s images/s, reached at %s cores" % (
+                           what, s["gil_us_per_image"], _fmt(s["gil_wall_us_per_image"], ".1f"), s["gil_processes"],
                            _fmt(s["gil_all_us_per_image"], ".1f"), _fmt(s["cpu_us_per_image"], ".0f"),
                            _fmt(s["per_core_ips"], "rate"), _fmt(s["ceiling_ips"], "rate"),
-                           _fmt(1e6 / s["gil_est_us_per_image"], "rate"), _fmt(s["ceiling_cores"], ".1f"))
+                           _fmt(s["ceiling_cores"], ".1f"))
                        + ("" if not s["gil_added"] < NOISY else "; noisy: the images account for only %.0f%% of the "
                           "run's GIL time, start-up for the rest (use a larger --scale)" % (100 * s["gil_added"])))
         else:

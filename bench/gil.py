@@ -69,22 +69,6 @@ class GilProfile:
         """Wall seconds during which a thread of ``pid`` held its GIL."""
         return self.samples.get(pid, 0) / self.per_second
 
-    def _per_thread(self, pid: str, estimate: bool) -> float:
-        total, counted = 0.0, 0
-        for key, n in self.threads.items():
-            if key.split("/")[0] != pid:
-                continue
-            counted += n
-            held = n / self.per_second
-            on_cpu, waiting = self.sched.get(key, (0, 0))
-            if not on_cpu:  # a thread too short-lived for its figures to be seen: as held
-                total += held
-            elif estimate:
-                total += min(held * on_cpu / (on_cpu + waiting), on_cpu / 1e9)
-            else:
-                total += min(held, on_cpu / 1e9)
-        return total + (self.samples.get(pid, 0) - counted) / self.per_second  # no thread id: as held
-
     def held_running(self, pid: str) -> float:
         """At most this many seconds a thread of ``pid`` held the GIL while on a CPU.
 
@@ -95,28 +79,25 @@ class GilProfile:
         the time it ran (``/proc/PID/task/TID/schedstat``): an upper bound, so
         the ceiling drawn from it is a lower bound. Exact for threads that only
         run Python code; for a thread that also runs long C code without the
-        GIL, nearer ``held``.
+        GIL, nearer ``held``. A thread whose figures were not seen (too
+        short-lived), and samples without a thread id, count as held.
         """
-        return self._per_thread(pid, estimate=False)
-
-    def held_running_estimate(self, pid: str) -> float:
-        """About this many seconds: per thread, time held x the share of its runnable time it was on a CPU.
-
-        Assumes a thread is preempted as often while it holds the GIL as
-        otherwise: checked here on a thread spinning beside four that compress
-        without the GIL, 0.98 s against 1.0 s; it undercounts GIL hand-offs
-        between threads that all want it (1.16 s against 1.5 s for two
-        spinning threads), as a woken thread waits for a CPU before it holds.
-        """
-        return self._per_thread(pid, estimate=True)
+        total, counted = 0.0, 0
+        for key, n in self.threads.items():
+            if key.split("/")[0] != pid:
+                continue
+            counted += n
+            on_cpu = self.sched.get(key, (0, 0))[0]
+            total += min(n / self.per_second, on_cpu / 1e9) if on_cpu else n / self.per_second
+        return total + (self.samples.get(pid, 0) - counted) / self.per_second
 
     def busiest(self, how: str = "running") -> float:
-        """Seconds of the process that held its GIL longest, by ``held_running`` / ``..._estimate`` / ``held``."""
-        measure_ = {"running": self.held_running, "estimate": self.held_running_estimate, "wall": self.held}[how]
+        """Seconds of the process that held its GIL longest: on a CPU (``held_running``), or "wall" (``held``)."""
+        measure_ = self.held_running if how == "running" else self.held
         return max((measure_(p) for p in self.samples), default=0.0)
 
     def total(self, how: str = "running") -> float:
-        measure_ = {"running": self.held_running, "estimate": self.held_running_estimate, "wall": self.held}[how]
+        measure_ = self.held_running if how == "running" else self.held
         return sum(measure_(p) for p in self.samples)
 
 
