@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterable, NamedTuple
 
 # Stages an error can come from, in data-flow order.
@@ -21,6 +22,10 @@ STAGE_VALIDATE = "validate"
 STAGE_ENCODE = "encode"
 
 
+# A runner re-raises a step's exception with the step's name appended to its message.
+_STEP_TAG = re.compile(r" \[while running '[^']*'\]$")
+
+
 class ImgrecError(Exception):
     """A problem a person can act on: ``lines()`` to print, ``exit_code`` for the command. Never a traceback."""
 
@@ -28,7 +33,7 @@ class ImgrecError(Exception):
     prefix = ""  # put before the message when it is printed
 
     def lines(self) -> list[str]:
-        return [self.prefix + line for line in (str(self).splitlines() or [type(self).__name__])]
+        return [self.prefix + _STEP_TAG.sub("", line) for line in (str(self).splitlines() or [type(self).__name__])]
 
 
 class UsageError(ImgrecError, ValueError):

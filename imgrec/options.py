@@ -508,6 +508,7 @@ def _validated(v: dict[str, Any], input_required: bool = True) -> ConvertOptions
     """The one validation path: raw option values by dest (defaults filled in) -> ConvertOptions."""
     if not v["input"] and input_required:
         raise OptionsError("--input is required (a folder of class folders, or an s3:// prefix)")
+    v = {**v, "input": v["input"] or ""}
     if not v["output"] and not v["dry_run"]:
         raise OptionsError("--output is required (a folder or an s3:// prefix)")
     for opt in JOB_OPTIONS:

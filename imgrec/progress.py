@@ -115,12 +115,16 @@ class ProgressMonitor:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, final: tuple[int, int, int, int] | None = None) -> None:
+        """Stop polling and print the last line: ``final`` = (images, bytes, skipped, total) when the job knows
+        them (its Finalize step has removed the heartbeats by then), else the heartbeats as they are."""
         self._stop.set()
         self._thread.join(timeout=10)
         for handler in getattr(self, "_handlers", []):
             handler.removeFilter(self._clear)
-        self._emit(final=True)
+        if final is not None:
+            self._total = final[3]
+        self._emit(final=True, counts=final[:3] if final is not None else None)
         if self._tty:
             self._stream.write("\n")
             self._stream.flush()
@@ -146,9 +150,9 @@ class ProgressMonitor:
                 pass
         return images, nbytes, errors
 
-    def _emit(self, final: bool = False) -> None:
+    def _emit(self, final: bool = False, counts: tuple[int, int, int] | None = None) -> None:
         try:
-            images, nbytes, errors = self._read()
+            images, nbytes, errors = counts if counts is not None else self._read()
         except (OSError, storage.StorageError):
             return
         line = progress_line(images, self._total, nbytes, errors, time.monotonic() - self._start)

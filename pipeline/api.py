@@ -32,6 +32,7 @@ import_beam()
 import apache_beam as beam  # noqa: E402
 
 from imgrec import storage  # noqa: E402
+from imgrec.env import WorkerEnv  # noqa: E402
 from imgrec.errors import ImgrecError, JobFailed, UsageError, find_error  # noqa: E402
 from imgrec.layout import ERRORS, MANIFEST, SUMMARY  # noqa: E402
 from imgrec.options import ConvertOptions  # noqa: E402
@@ -82,6 +83,7 @@ def run_job(options: ConvertOptions, beam_args: Sequence[str] = (), progress: bo
             started: float | None = None) -> dict:
     """Convert with these options on the runner ``beam_args`` names; returns the manifest (and ``summary_text``)."""
     started = time.time() if started is None else started
+    WorkerEnv.from_options(options).apply()  # this process reads the input (and the label file) first
     check_side_files(options)
     options = output_options(options)  # before the source: an increment's class map is the dataset's
     source = source_for(options)
@@ -92,6 +94,7 @@ def run_job(options: ConvertOptions, beam_args: Sequence[str] = (), progress: bo
         return dry_run(options, source, list(beam_args))
     before = _manifest_text(options.output) if options.incremental else None
     opts, runner = runners.pipeline_options(list(beam_args), max(1, len(source.classes)))
+    runners.check_reachable(opts)
     p = beam.Pipeline(runner=runner, options=opts)
     _ = (
         p
@@ -105,21 +108,34 @@ def run_job(options: ConvertOptions, beam_args: Sequence[str] = (), progress: bo
         from imgrec.progress import ProgressMonitor
 
         monitor = ProgressMonitor(options.output).start()
+    manifest = None
     try:
         result = p.run()
         url = runners.job_url(result)
         if url:
             LOG.warning("the job runs on the cluster; follow it at %s", url)
         result.wait_until_finish()
+        manifest = read_result(options, before)
     except KeyboardInterrupt:
         raise Interrupted(INTERRUPTED) from None
+    except ImgrecError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes an ImgrecError with one line
         raise failure_of(exc, options.output) from exc
     finally:
         if monitor is not None:
-            monitor.stop()
+            monitor.stop(final_counts(manifest))
         close_pools()
-    return read_result(options, before)
+    return manifest
+
+
+def final_counts(manifest: dict | None) -> tuple[int, int, int, int] | None:
+    """(images, bytes, skipped, total) of a finished job, for the progress line's last word."""
+    if not manifest or manifest.get("nothing_new"):
+        return None
+    metrics = manifest.get("metrics") or {}
+    written, skipped = metrics.get("images_written", 0), metrics.get("images_skipped", 0)
+    return written, metrics.get("bytes_written", 0), skipped, written + skipped
 
 
 def _manifest_text(output: str) -> str | None:

@@ -92,9 +92,13 @@ def pipeline_options(beam_args: list[str], first_elements: int = 1) -> tuple[Pip
         dask = opts.view_as(DaskOptions)
         if not dask.npartitions and not dask.partition_size:
             dask.npartitions = max(1, min(first_elements, DASK_MAX_PARTITIONS))
-    if runner in PORTABLE_RUNNERS:
-        check_job_service(opts)
     return opts, None
+
+
+def check_reachable(opts: PipelineOptions) -> None:
+    """Before a job is submitted: what the runner needs must answer (a portable runner's job service)."""
+    if opts.view_as(StandardOptions).runner in PORTABLE_RUNNERS:
+        check_job_service(opts)
 
 
 def runs_in_process(opts: PipelineOptions) -> bool:

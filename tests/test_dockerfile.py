@@ -140,7 +140,7 @@ def test_copied_project_builds_and_converts_from_the_built_copy(tmp_path):
     # Run the job from the built copy only: another directory, that copy first on the path.
     env = dict(os.environ, PYTHONPATH=str(target), PYTHONWARNINGS="ignore")
     probe = subprocess.run(
-        [sys.executable, "-c", "import pipeline.run, transforms.write_shards as w; print(pipeline.run.__file__, w.__file__)"],
+        [sys.executable, "-c", "import pipeline.run, transforms.write_recordio as w; print(pipeline.run.__file__, w.__file__)"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
     )
     assert probe.returncode == 0, probe.stderr

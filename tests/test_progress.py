@@ -58,7 +58,7 @@ def test_progress_redraws_one_line_on_a_terminal(tmp_path):
     assert proc.returncode == 0
     assert "\r[100%] 30/30 images" in text
     # a shard's log line never lands on the bar's row: the bar is erased first
-    shard_lines = [m.start() for m in re.finditer(r"\d{4}-\d\d-\d\d [\d:,]+ INFO imgrec.write_shards: shard ", text)]
+    shard_lines = [m.start() for m in re.finditer(r"\d{4}-\d\d-\d\d [\d:,]+ INFO transforms.write_recordio: shard ", text)]
     assert shard_lines, text
     for start in shard_lines:
         before = text[:start]

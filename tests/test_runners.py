@@ -246,6 +246,61 @@ def test_portable_runner_with_external_worker_pool_writes_the_same_bytes(photos,
     assert "Running job" in logs["job-service"].read_text()
 
 
+# ---------------------------------------------------------------------------- WriteToRecordIO in a pipeline of one's own
+
+TRANSFORM_OPTIONS = {"images_per_shard": 3, "train_ratio": 0.6, "val_ratio": 0.2, "test_ratio": 0.2}
+
+
+def _pairs(photos: Path) -> list[tuple[str, str]]:
+    return [(str(p), p.parent.name) for p in sorted(photos.glob("*/*")) if p.is_file()]
+
+
+def _run_own_pipeline(runner, beam_args, photos, out):
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms import WriteToRecordIO
+
+    p = beam.Pipeline(runner=runner, options=PipelineOptions(beam_args))
+    p | beam.Create(_pairs(photos)) | WriteToRecordIO(str(out), input=str(photos), **TRANSFORM_OPTIONS)
+    result = p.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()  # the Dask runner's own client; the cluster outlives this test
+
+
+def test_write_to_recordio_in_a_dask_pipeline_writes_the_commands_bytes(photos, reference, dask_cluster):
+    from apache_beam.runners.dask.dask_runner import DaskRunner
+
+    _, address, _ = dask_cluster
+    out = photos.parent / "out-own-dask"
+    _run_own_pipeline(DaskRunner(), ["--dask_client_address=%s" % address], photos, out)
+    assert_same_dataset(reference, out)
+
+
+def test_write_to_recordio_in_a_portable_pipeline_writes_the_commands_bytes(photos, reference, portable_services):
+    from apache_beam.runners.portability.portable_runner import PortableRunner
+
+    job_port, pool_port, _ = portable_services
+    out = photos.parent / "out-own-portable"
+    _run_own_pipeline(PortableRunner(), ["--job_endpoint=localhost:%d" % job_port, "--environment_type=EXTERNAL",
+                                         "--environment_config=localhost:%d" % pool_port], photos, out)
+    assert_same_dataset(reference, out)
+
+
+def test_portable_runner_without_a_job_service_answers_at_once(tmp_path):
+    # run_cli's timeout is the bound (Beam alone would wait 300 s, then time out with a gRPC error)
+    proc = run_cli("--input", SAMPLE, "--output", tmp_path / "out", "--runner=PortableRunner",
+                   "--job_endpoint=localhost:%d" % free_port(), check=False, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: no Beam job service answers at localhost:"), proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 # ---------------------------------------------------------------------------- runner options
 
 

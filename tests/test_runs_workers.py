@@ -140,12 +140,15 @@ def test_pool_reports_a_worker_that_died():
 
 
 def test_pool_holds_parts_until_released_and_waits_for_a_slot():
-    """A caller may keep parts (handing them to a writer thread): new tasks wait for a released slot."""
+    """A caller may keep parts (handing them to a writer thread): new tasks wait for a released slot.
+
+    One worker: 2 parts in flight and 4 slots, so the caller may hold 2 parts while it asks for more.
+    """
     held = []
     with workers.WorkerPool(processes=1) as pool:
         for i, part in enumerate(pool.map(_part, [(10, i) for i in range(12)])):
             held.append((i, part))
-            if len(held) > 3:  # more parts arrive while three are held: their bytes stay intact
+            if len(held) > 2:  # more parts arrive while two are held: their bytes stay intact
                 j, old = held.pop(0)
                 assert bytes(old.data) == bytes([j]) * 10 + b"|"
                 old.release()

@@ -22,7 +22,7 @@ from typing import Callable
 import apache_beam as beam
 
 from imgrec.env import WorkerEnv
-from imgrec.planning import BATCH_REFS, RefBatch, SplitTotals, assign_shard, plan_shard_counts, shard_bases, written_shards
+from imgrec.planning import RefBatch, SplitTotals, assign_shard, plan_shard_counts, shard_bases, written_shards
 from imgrec.shardplan import Plan, ShardTask, save_plan
 
 # The batches of each split meet its shard count in this many join groups (a batch's
@@ -175,34 +175,6 @@ def _with_first_id(element):
     for batch in joined["refs"]:
         refs.extend(batch)
     return key, first_id, refs
-
-
-class _Batch(beam.DoFn):
-    """ImageRefs -> RefBatches of up to ``size`` of them (per bundle)."""
-
-    def __init__(self, size):
-        self._size = size
-
-    def start_bundle(self):
-        self._batch = RefBatch()
-
-    def process(self, element):
-        self._batch.append(element)
-        if len(self._batch) >= self._size:
-            yield self._batch
-            self._batch = RefBatch()
-
-    def finish_bundle(self):
-        if self._batch:
-            yield beam.transforms.window.GlobalWindows.windowed_value(self._batch)
-            self._batch = RefBatch()
-
-
-class BatchRefs(beam.PTransform):
-    """PCollection[ImageRef] -> PCollection[list[ImageRef]]: what PlanShards takes."""
-
-    def expand(self, refs):
-        return refs | "Batch" >> beam.ParDo(_Batch(BATCH_REFS))
 
 
 class PlanShards(beam.PTransform):

@@ -51,14 +51,14 @@ from imgrec.folders import lookalike_warnings
 from imgrec.incremental import Previous
 from imgrec.options import ConvertOptions
 from imgrec.ownership import FAILURES, RUNS, layout_for, prepare_job
-from imgrec.planning import ImageRef, assign_split, image_key
+from imgrec.planning import ImageRef, RefBatch, assign_split, image_key
 from imgrec.progress import ProgressWriter
 from imgrec.summary import human_bytes
 from imgrec.workrecords import Failure
 from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
 from transforms.exclude_existing import ExcludeExisting
 from transforms.finalize import Finalize
-from transforms.plan_shards import BatchRefs, PlanShards
+from transforms.plan_shards import PlanShards
 
 LOG = logging.getLogger("transforms.write_recordio")
 
@@ -66,6 +66,8 @@ SPILL, SHUFFLE, AUTO = "spill", "shuffle", "auto"
 SPEC = "write-spec.pickle"  # the WriteSpec of the spill planner's parts, in its scratch folder
 # A source's loose images are handed to a spill task in batches of this many.
 SPILL_BATCH = 4096
+# The shuffle planner gathers refs into this many batches (by key) before planning.
+BATCH_GROUPS = 1024
 
 
 # ---------------------------------------------------------------- what every stage knows
@@ -335,12 +337,21 @@ class _WriteFn(_JobDoFn):
 
 
 class _WriteRefsFn(_WriteFn):
-    """The shuffle planner's shards: ((split, shard, shards), first_id, [ImageRef]) -> written, on threads."""
+    """The shuffle planner's shards: ((split, shard, shards), first_id, [ImageRef]) -> written, on threads.
+
+    Each shard is written in its own ``process`` call: Beam's Dask runner drops what a
+    DoFn emits from ``finish_bundle``.
+    """
 
     def setup(self):
         super().setup()
         self._spec_cache = None
         self._pool_cache = None
+
+    def process(self, element):
+        self._works = [self._work(element)]
+        yield from self.finish_bundle()
+        self._works = []
 
     def _spec(self) -> shardwriter.WriteSpec:
         if self._spec_cache is None:
@@ -436,7 +447,15 @@ def shuffle_front(pcoll, job: Job):
         refs = units | "UnitRefs" >> beam.FlatMap(lambda u: u.refs)
     if job.previous is not None:
         refs = refs | "ExcludeExisting" >> ExcludeExisting(job.previous.lists(o.output), job.env)
-    return refs | "BatchRefs" >> BatchRefs(), found
+    # [ImageRef]: batches by key group, through a shuffle (a batching DoFn would emit its last batch
+    # from finish_bundle, which Beam's Dask runner drops)
+    batches = (
+        refs
+        | "KeyForBatches" >> beam.Map(lambda r: (r.key % BATCH_GROUPS, r))
+        | "GroupBatches" >> beam.GroupByKey()
+        | "Batches" >> beam.Map(lambda kv: RefBatch(kv[1]))
+    )
+    return batches, found
 
 
 # ---------------------------------------------------------------- the transform
@@ -499,6 +518,9 @@ class WriteToRecordIO(beam.PTransform):
             planner = default_planner(pcoll.pipeline)
         if planner == SPILL and options.stratify:
             planner = SHUFFLE  # --stratify ranks each class's images in Beam's shuffles (docs/architecture.md)
+        if planner == SPILL and default_planner(pcoll.pipeline) != SPILL:
+            raise UsageError("the spill planner needs the local runner (one machine, one scratch folder); "
+                             "on %s use planner 'shuffle' (the default there)" % type(pcoll.pipeline.runner).__name__)
         job = self._job(options, previous, planner)
         if planner == SPILL:
             tagged = pcoll | "Spill" >> beam.ParDo(_SpillFn(job))
