@@ -54,8 +54,12 @@ def setup_logging(level: int) -> None:
     root.setLevel(level)
     for noisy in ("botocore", "urllib3", "smart_open"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
-    # Beam logs its progress at INFO (stages, bundles): only its warnings, unless debugging.
+    # Beam logs its progress at INFO (stages, bundles): only its warnings, unless debugging. The local
+    # runner's worker processes relay their own start-up warnings through its job service: those are not
+    # about the job (and every failure is one line of ours).
     logging.getLogger("apache_beam").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+    if level > logging.DEBUG:
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -470,6 +470,15 @@ def default_planner(pipeline: beam.Pipeline) -> str:
     return SPILL if isinstance(runner, (FnApiRunner, DirectRunner, SwitchingDirectRunner)) else SHUFFLE
 
 
+def beam_workers(pipeline) -> int:
+    """How many worker processes the local runner itself starts (--direct_num_workers), 1 when in this process."""
+    if pipeline is None or pipeline.options is None:
+        return 1
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    return pipeline.options.view_as(DirectOptions).direct_num_workers or 1
+
+
 def worker_counts(options: ConvertOptions, processes: int | None, planner: str) -> tuple[int, int]:
     """(worker processes, threads): the local runner's use of the cores (--workers; --threads)."""
     cores = workers.usable_cores()
@@ -521,7 +530,7 @@ class WriteToRecordIO(beam.PTransform):
         if planner == SPILL and default_planner(pcoll.pipeline) != SPILL:
             raise UsageError("the spill planner needs the local runner (one machine, one scratch folder); "
                              "on %s use planner 'shuffle' (the default there)" % type(pcoll.pipeline.runner).__name__)
-        job = self._job(options, previous, planner)
+        job = self._job(options, previous, planner, pcoll.pipeline)
         if planner == SPILL:
             tagged = pcoll | "Spill" >> beam.ParDo(_SpillFn(job))
             found = [tagged | "SpillFindings" >> beam.FlatMap(findings.found_of)]
@@ -543,7 +552,7 @@ class WriteToRecordIO(beam.PTransform):
         fragments = all_found | "WriteFindings" >> WriteFindings(options.output, job.env)
         return (written, fragments) | "Finalize" >> Finalize(job)
 
-    def _job(self, options: ConvertOptions, previous: Previous | None, planner: str) -> Job:
+    def _job(self, options: ConvertOptions, previous: Previous | None, planner: str, pipeline=None) -> Job:
         scratch, temp = "", False
         if planner == SPILL:
             if storage.is_s3(options.output):
@@ -553,4 +562,7 @@ class WriteToRecordIO(beam.PTransform):
                 shutil.rmtree(scratch, ignore_errors=True)
                 os.makedirs(scratch)
         processes, threads = worker_counts(options, self._processes, planner)
+        if beam_workers(pipeline) > 1:
+            # Beam's own worker processes talk gRPC: a process forked from one would inherit its threads' locks
+            processes = 0
         return Job(options, self._classes, self._warnings, previous, self._started, scratch, temp, processes, threads)
