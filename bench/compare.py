@@ -244,7 +244,9 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.root = os.path.abspath(args.bench_dir)
-        self.runs = os.path.join(self.root, "runs")
+        # where every run writes its output: a tmpfs (--runs-dir /dev/shm/...) keeps a slow or discarding
+        # disk (freed blocks trimmed as the next run writes) out of the comparison
+        self.runs = os.path.abspath(args.runs_dir) if args.runs_dir else os.path.join(self.root, "runs")
         self.workers = args.workers
         self.ours_python = args.python
         self.mx_python = args.mxnet_python
@@ -771,6 +773,8 @@ def main(argv=None) -> int:
                     help="skip the py-spy runs (GIL us/image and core ceiling then read n/a)")
     ap.add_argument("--py-spy", default=None, help="py-spy executable (default: beside --python, else on PATH)")
     ap.add_argument("--bench-dir", default=os.path.join(REPO, ".bench"), help="data and scratch folder")
+    ap.add_argument("--runs-dir", default="", help="where the runs write their output (default: BENCH_DIR/runs; "
+                    "a tmpfs such as /dev/shm/imgrec-runs measures the tools, not the disk)")
     ap.add_argument("--python", default=os.path.join(REPO, ".venv", "bin", "python"), help="our environment's python")
     ap.add_argument("--mxnet-python", default=os.path.join(REPO, ".venv-mxnet", "bin", "python"))
     ap.add_argument("--im2rec", default=None, help="path of im2rec.py (default: the one in the mxnet environment)")

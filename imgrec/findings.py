@@ -80,6 +80,20 @@ def fragment_document(findings: Iterable[tuple[str, int, dict | None]]) -> dict:
     return {"counts": dict(sorted(counts.items())), "items": items}
 
 
+def write_fragments(output: str, found: Iterable[tuple[str, int, dict | None]]) -> None:
+    """Every fragment of the report from findings held in memory (the local runner's planner), as WriteFindings
+    writes them from a PCollection: an item in the fragment of its content, a count in the fragment of its kind."""
+    by_fragment: dict[int, list] = {i: [] for i in range(FRAGMENTS)}
+    for kind, count, item in found:
+        if count:
+            by_fragment[fragment_of(kind, None)].append((kind, count, None))
+        if item is not None:
+            by_fragment[fragment_of(kind, item)].append((kind, 0, item))
+    for index, values in by_fragment.items():
+        doc = fragment_document(values)
+        storage.write_text(storage.join(output, fragment_path(index)), json.dumps(doc, ensure_ascii=False, sort_keys=True))
+
+
 def sort_key(item: dict):
     return (item.get("kind", ""), item.get("path") or "\0".join(item.get("paths", [])), json.dumps(item, sort_keys=True))
 

@@ -36,6 +36,7 @@ from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
 from imgrec.parallel import ordered_map
 from imgrec.shardplan import PART_IMAGES, RefFilter
+from imgrec.storage.local import read_local
 from imgrec.workers import Part, WorkerPool
 from imgrec.workrecords import ShardRecord, WorkRecordError
 
@@ -57,6 +58,22 @@ def read_input(uri: str, max_bytes: int = 0) -> bytes:
     try:
         return storage.read_bytes(uri, max_bytes)
     except storage.UnusableFileError as exc:  # not_regular_file, too_large: refused before reading
+        raise images.BadImage(exc.reason, exc.detail) from None
+    except PermissionError:
+        raise images.BadImage("unreadable", "permission denied") from None
+    except FileNotFoundError:
+        raise images.BadImage("missing", "file vanished after listing") from None
+    except IsADirectoryError:
+        raise images.BadImage("unreadable", "is a folder") from None
+    except OSError as exc:
+        raise images.BadImage("unreadable", exc.strerror or str(exc)) from None
+
+
+def read_local_input(path: str, max_bytes: int = 0) -> bytes:
+    """``read_input`` for a local file, without the storage layer's dispatch (every image of a local job)."""
+    try:
+        return read_local(path, max_bytes)
+    except storage.UnusableFileError as exc:
         raise images.BadImage(exc.reason, exc.detail) from None
     except PermissionError:
         raise images.BadImage("unreadable", "permission denied") from None
@@ -122,6 +139,19 @@ class WriteSpec:
         if not o.label_format:
             return ids[0]
         return labels.encode_label(ids, o.label_format, self.label_width, o.label_pad)
+
+    def label_of(self, joined: str) -> tuple:
+        """(record label, its .lst columns) for a ref's joined class names; the same few per job, so cached."""
+        found = self._labels.get(joined)
+        if found is None:
+            label = self.record_label(runs.label_names(runs.RunRef(0, "", 0, "", joined)))
+            values = label if isinstance(label, (list, tuple)) else (label,)
+            found = self._labels[joined] = (label, "\t".join("%f" % float(v) for v in values))
+        return found
+
+    @functools.cached_property
+    def _labels(self) -> dict:
+        return {}
 
 
 def save_spec(spec: WriteSpec, path: str) -> None:
@@ -217,13 +247,18 @@ def write_part(job: PartJob) -> Part:
     o = spec.options
     meta.findings = _identical_findings(groups, job.split, o.dedup)
     root, limit = o.input, o.max_file_bytes
+    # a local root: paths joined and files read directly (the refs' paths were checked when listed)
+    read = read_local_input if root and not storage.is_s3(root) else read_input
+    base = root.rstrip("/") + "/" if root and not storage.is_s3(root) else None
 
     def fetch(item):
         record_id, ref = item
+        rel = ref.relpath
         try:
-            return record_id, ref, read_input(items.source_uri(root, ref.relpath), limit), None
+            uri = base + rel if base is not None and not rel.startswith("/") else items.source_uri(root, rel)
+            return record_id, ref, read(uri, limit), None
         except images.BadImage as exc:
-            return record_id, ref, None, ErrorRecord(ref.relpath, exc.reason, STAGE_READ, exc.detail)
+            return record_id, ref, None, ErrorRecord(rel, exc.reason, STAGE_READ, exc.detail)
 
     work: Iterable = ((job.first_id + i, ref) for i, ref in enumerate(refs))
     if storage.is_s3(root):
@@ -243,13 +278,13 @@ def write_part(job: PartJob) -> Part:
         if error is not None:
             errors.append(error)
             continue
-        label = spec.record_label(runs.label_names(ref))
+        label, columns = spec.label_of(ref.labels)
         framed = recordio.frame_parts(recordio.pack_header(label, record_id), payload)
         ids.append(record_id)
         offsets.append(pos)
         pieces.extend(framed)
         pos += recordio.framed_size(framed)
-        lst.append(format_lst_line(record_id, label, ref.relpath))
+        lst.append("%d\t%s\t%s\n" % (record_id, columns, ref.relpath))  # format_lst_line's, its label cached
         if edge:
             edges[str(edge)] = edges.get(str(edge), 0) + 1
     return Part(pieces, pos, meta)

@@ -79,13 +79,15 @@ def spill(job: SpillJob) -> Part:
     """One spill task (runs in a worker): the refs of a folder or a batch, as runs; a Part with its RunSummary."""
     summary = RunSummary()
     batch: list[runs.RunRef] = []
-    source = job.listing.items() if job.listing is not None else job.images
+    listed = job.listing is not None  # a listing's images are checked already (paths, labels)
+    source = job.listing.items() if listed else job.images
     single = job.single_label
     for item in source:
         if isinstance(item, items.Finding):
             summary.findings.append(item)
             continue
-        item = items.to_image(item, job.input_root, single)
+        if not listed:
+            item = items.to_image(item, job.input_root, single)
         if isinstance(item, ErrorRecord):
             summary.findings.append(items.error_finding(item))
             continue

@@ -50,19 +50,22 @@ class _FinalizeFn(beam.DoFn):
 
 
 class Finalize(beam.PTransform):
-    """(PCollection of shard summaries, PCollection of report fragments written) -> PCollection[manifest]."""
+    """(shard summaries, report fragments written), or the shard summaries alone -> PCollection[manifest]."""
 
     def __init__(self, job):
         super().__init__()
         self._job = job
 
     def expand(self, pcolls):
-        written, fragments = pcolls
-        # (tag, value): one element per end the dataset waits for; all of them in one list
-        ends = (
-            written | "TagShards" >> beam.Map(lambda s: (_SHARD, s)),
-            fragments | "TagFragments" >> beam.Map(lambda f: (_FRAGMENT, f)),
-        ) | "AllEnds" >> beam.Flatten()
+        if isinstance(pcolls, beam.PCollection):  # the shard summaries only (the report is written already)
+            ends = pcolls | "TagShards" >> beam.Map(lambda s: (_SHARD, s))
+        else:
+            written, fragments = pcolls
+            # (tag, value): one element per end the dataset waits for; all of them in one list
+            ends = (
+                written | "TagShards" >> beam.Map(lambda s: (_SHARD, s)),
+                fragments | "TagFragments" >> beam.Map(lambda f: (_FRAGMENT, f)),
+            ) | "AllEnds" >> beam.Flatten()
         return (
             ends
             | "CollectEnds" >> beam.combiners.ToList()

@@ -172,7 +172,7 @@ def _unpack(element):
 
 
 class _SpillFn(_JobDoFn):
-    """Items -> runs on local disk: (MAIN, RunSummary) once per bundle, and (FOUND, Finding) values."""
+    """Items -> runs on local disk: one RunSummary per bundle (what it found included)."""
 
     def start_bundle(self):
         self._loose: list = []
@@ -201,10 +201,7 @@ class _SpillFn(_JobDoFn):
             for part in job_pool(self.job).map(spill.spill, self._jobs):
                 part.release()
                 summary.merge(part.meta)
-        found, summary.findings = summary.findings, []
-        yield beam.transforms.window.GlobalWindows.windowed_value((findings.MAIN, summary))
-        for finding in found:
-            yield beam.transforms.window.GlobalWindows.windowed_value((findings.FOUND, finding))
+        yield beam.transforms.window.GlobalWindows.windowed_value(summary)
 
 
 class _MergeSummaries(beam.CombineFn):
@@ -233,6 +230,7 @@ class _PlanFn(_JobDoFn):
 
     def _plan(self, summary: spill.RunSummary):
         job, o = self.job, self.job.options
+        findings.write_fragments(o.output, summary.findings)
         classes, width, warnings = settle(job, summary.names, summary.max_labels)
         exclude: list[str] = []
         first_ids = None
@@ -532,22 +530,21 @@ class WriteToRecordIO(beam.PTransform):
                              "on %s use planner 'shuffle' (the default there)" % type(pcoll.pipeline.runner).__name__)
         job = self._job(options, previous, planner, pcoll.pipeline)
         if planner == SPILL:
-            tagged = pcoll | "Spill" >> beam.ParDo(_SpillFn(job))
-            found = [tagged | "SpillFindings" >> beam.FlatMap(findings.found_of)]
+            # the findings travel in the run summaries: the Plan step writes the report fragments
             written = (
-                tagged
-                | "Summaries" >> beam.FlatMap(findings.main_of)
+                pcoll
+                | "Spill" >> beam.ParDo(_SpillFn(job))
                 | "AllSummaries" >> beam.CombineGlobally(_MergeSummaries())
                 | "Plan" >> beam.ParDo(_PlanFn(job))
                 | "WriteShards" >> beam.ParDo(_WriteFn(job))
             )
-        else:
-            batches, found = shuffle_front(pcoll, job)
-            groups = batches | "PlanShards" >> PlanShards(
-                options.ratios, options.shard_size_mb, options.images_per_shard, options.output, job.env,
-                first_ids=previous.next_ids() if previous else None, settle=functools.partial(settle_for_plan, job),
-            )
-            written = groups | "WriteShards" >> beam.ParDo(_WriteRefsFn(job))
+            return written | "Finalize" >> Finalize(job)
+        batches, found = shuffle_front(pcoll, job)
+        groups = batches | "PlanShards" >> PlanShards(
+            options.ratios, options.shard_size_mb, options.images_per_shard, options.output, job.env,
+            first_ids=previous.next_ids() if previous else None, settle=functools.partial(settle_for_plan, job),
+        )
+        written = groups | "WriteShards" >> beam.ParDo(_WriteRefsFn(job))
         all_found = found[0] if len(found) == 1 else tuple(found) | "AllFindings" >> beam.Flatten()
         fragments = all_found | "WriteFindings" >> WriteFindings(options.output, job.env)
         return (written, fragments) | "Finalize" >> Finalize(job)

@@ -141,21 +141,7 @@ class LocalStorage(Storage):
         A file over the limit is refused before anything is read (UnusableFileError,
         reason ``too_large``), and so is one that grows past it while being read.
         """
-        fd, size = _open_regular(uri)
-        try:
-            if max_bytes and size > max_bytes:
-                raise UnusableFileError(uri, "too_large", too_large(size, max_bytes))
-            # os.read on a descriptor: a fifth less time per small file than open().read()
-            chunks = [os.read(fd, size + 1)]  # one byte more than the size: the next read finds the end
-            total = len(chunks[0])
-            while chunks[-1]:  # a file that grew since fstat, or a short read
-                if max_bytes and total > max_bytes:
-                    raise UnusableFileError(uri, "too_large", too_large(total, max_bytes) + " (it grew while read)")
-                chunks.append(os.read(fd, max(size, 1 << 16)))
-                total += len(chunks[-1])
-            return chunks[0] if len(chunks) == 2 else b"".join(chunks)
-        finally:
-            os.close(fd)
+        return read_local(uri, max_bytes)
 
     @contextlib.contextmanager
     def open_read(self, uri: str) -> Iterator[BinaryIO]:
@@ -241,6 +227,31 @@ class LocalStorage(Storage):
         # Nothing to abort: a local write in flight is a temporary file, which the clean-up
         # of an output folder recognises by its name (``is_temp_name``).
         return 0
+
+
+def read_local(path: str, max_bytes: int = 0) -> bytes:
+    """A local regular file, whole (at most ``max_bytes``, 0 = no limit): ``LocalStorage.read_bytes``.
+
+    Called directly for every input image (no dispatch by scheme): a fifth less time
+    per small file than ``open().read()``.
+    """
+    fd, size = _open_regular(path)
+    try:
+        if max_bytes and size > max_bytes:
+            raise UnusableFileError(path, "too_large", too_large(size, max_bytes))
+        data = os.read(fd, size + 1)  # one byte more than the size: a file that grew is noticed
+        if len(data) <= size:
+            # a regular file reads short only at its end: no second read needed to find it
+            return data
+        chunks, total = [data], len(data)
+        while chunks[-1]:  # it grew since fstat
+            if max_bytes and total > max_bytes:
+                raise UnusableFileError(path, "too_large", too_large(total, max_bytes) + " (it grew while read)")
+            chunks.append(os.read(fd, max(size, 1 << 16)))
+            total += len(chunks[-1])
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _open_regular(uri: str) -> tuple[int, int]:
