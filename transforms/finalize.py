@@ -29,15 +29,16 @@ class _FinalizeFn(beam.DoFn):
     def setup(self):
         self.job.env.apply()
 
-    def process(self, ends):
-        # ends: [(tag, value)] for every shard written and every report fragment
+    def process(self, keyed):
+        # keyed: (None, [(tag, value)]) for every shard written and every report fragment (or the plan's end)
+        ends = list(keyed[1])
         from transforms.write_recordio import close_pools, record_failure
 
         job = self.job
         try:
             manifest = finalize.finalize(
                 job.options, previous=job.previous, warnings=job.warnings, started=job.started,
-                shards_written=sum(1 for tag, _ in ends if tag == _SHARD),
+                shards_written=sum(1 for tag, value in ends if tag == _SHARD and value != "planned"),
             )
         except finalize.ImgrecError as exc:
             record_failure(job.options.output, exc)
@@ -68,6 +69,8 @@ class Finalize(beam.PTransform):
             ) | "AllEnds" >> beam.Flatten()
         return (
             ends
-            | "CollectEnds" >> beam.combiners.ToList()
+            # all of them in one place: a GroupByKey on one key (lighter than CombineGlobally)
+            | "KeyEnds" >> beam.Map(lambda e: (None, e))
+            | "CollectEnds" >> beam.GroupByKey()
             | "AssembleDataset" >> beam.ParDo(_FinalizeFn(self._job))
         )

@@ -204,29 +204,20 @@ class _SpillFn(_JobDoFn):
         yield beam.transforms.window.GlobalWindows.windowed_value(summary)
 
 
-class _MergeSummaries(beam.CombineFn):
-    def create_accumulator(self):
-        return spill.RunSummary()
-
-    def add_input(self, acc, summary):
-        return acc.merge(summary)
-
-    def merge_accumulators(self, accs):
-        out = spill.RunSummary()
-        for acc in accs:
-            out.merge(acc)
-        return out
-
-    def extract_output(self, acc):
-        return acc
+PLANNED = "planned"  # what the Plan step emits after its shard tasks: Finalize always has something to wait for
 
 
 class _PlanFn(_JobDoFn):
-    """The one RunSummary of the job -> ShardWork per shard (and _work/plan.json, the write spec)."""
+    """Every spill task's RunSummary -> ShardWork per shard, then PLANNED (and _work/plan.json, the write spec)."""
 
-    def process(self, summary):
+    def process(self, keyed):
+        # keyed: (None, [RunSummary, ...]): a GroupByKey on one key is lighter than CombineGlobally
+        summary = spill.RunSummary()
+        for part in keyed[1]:
+            summary.merge(part)
         with self.recorded():
             yield from self._plan(summary)
+        yield PLANNED
 
     def _plan(self, summary: spill.RunSummary):
         job, o = self.job, self.job.options
@@ -296,8 +287,12 @@ class _WriteFn(_JobDoFn):
 
     def start_bundle(self):
         self._works: list[shardwriter.ShardWork] = []
+        self._planned = False
 
     def process(self, element):
+        if element is PLANNED or element == PLANNED:
+            self._planned = True
+            return
         self._works.append(self._work(element))
 
     def _work(self, element) -> shardwriter.ShardWork:
@@ -310,6 +305,8 @@ class _WriteFn(_JobDoFn):
         return shardwriter.load_spec(os.path.join(self.job.scratch, SPEC))
 
     def finish_bundle(self):
+        if self._planned:  # passed on to Finalize, which then runs even when there is no shard to write
+            yield beam.transforms.window.GlobalWindows.windowed_value(PLANNED)
         if not self._works:
             return
         with self.recorded():
@@ -533,8 +530,9 @@ class WriteToRecordIO(beam.PTransform):
             # the findings travel in the run summaries: the Plan step writes the report fragments
             written = (
                 pcoll
-                | "Spill" >> beam.ParDo(_SpillFn(job))
-                | "AllSummaries" >> beam.CombineGlobally(_MergeSummaries())
+                | "Spill" >> beam.ParDo(_SpillFn(job))  # one summary per bundle, an empty input's too
+                | "KeySummaries" >> beam.Map(lambda s: (None, s))
+                | "AllSummaries" >> beam.GroupByKey()
                 | "Plan" >> beam.ParDo(_PlanFn(job))
                 | "WriteShards" >> beam.ParDo(_WriteFn(job))
             )
