@@ -26,15 +26,13 @@ from apache_beam.metrics import Metrics
 
 from imgrec import dedup, findings, storage
 from imgrec.env import WorkerEnv
+from transforms.env import EnvDoFn
 from imgrec.parallel import ordered_map
 from imgrec.planning import ImageRef, assign_split, key_in_split, quota_counts, split_of_rank, stratify_bucket
 
 # The refs are hashed in this many groups (each by one worker's threads): 14 M images
 # give groups of ~14k refs, a few MB of metadata each.
 HASH_GROUPS = 1024
-
-# Tags of joined values.
-_NATURAL, _BUCKET, _FACT, _UNIT = 0, 1, 2, 3
 
 
 class Unit(NamedTuple):
@@ -73,16 +71,16 @@ def hash_batch(refs, input_root: str, seed: str, ratios, threads: int, max_bytes
         yield sha, ref._replace(key=key, split=assign_split(key, ratios))
 
 
-class _HashFn(beam.DoFn):
+class _HashFn(EnvDoFn):
     def __init__(self, input_root, seed, ratios, threads, env: WorkerEnv, max_bytes=0):
+        super().__init__(env)
         self._args = (input_root, seed, ratios)
         self._max_bytes = max_bytes
         self._threads = threads
-        self._env = env
         self._hashed = Metrics.counter("imgrec", "images_hashed")
 
     def setup(self):
-        self._env.apply()
+        super().setup()
         self._pool_threads = self._threads or os.cpu_count() or 1
 
     def process(self, element):
@@ -157,32 +155,22 @@ class _CountBySplit(beam.CombineFn):
 
 
 def _plan_stratum(element, ratios):
-    # element: (stratum, [(_NATURAL, counts per split) | (_BUCKET, (bucket, units))])
-    #   -> ((stratum, bucket), (_FACT, (first rank, quota counts)))
-    stratum, tagged = element
-    natural, buckets = None, []
-    for tag, value in tagged:
-        if tag == _NATURAL:
-            natural = dict(zip(ratios.active(), value))
-        else:
-            buckets.append(value)
+    # element: (stratum, {"natural": [counts per split], "buckets": [(bucket, units), ...]})
+    #   -> ((stratum, bucket), (first rank, quota counts))
+    stratum, joined = element
+    natural = dict(zip(ratios.active(), joined["natural"][0]))
     quota = quota_counts(sum(natural.values()), natural, ratios)
     rank = 0
-    for bucket, count in sorted(buckets):
-        yield (stratum, bucket), (_FACT, (rank, quota))
+    for bucket, count in sorted(joined["buckets"]):
+        yield (stratum, bucket), (rank, quota)
         rank += count
 
 
 def _assign_bucket(element, ratios):
-    # element: ((stratum, bucket), [(_FACT, (first rank, quota)) | (_UNIT, Unit)]) -> ImageRef
-    _, tagged = element
-    first, quota, units = 0, None, []
-    for tag, value in tagged:
-        if tag == _FACT:
-            first, quota = value
-        else:
-            units.append(value)
-    units.sort(key=lambda u: (u.key, u.first_path))
+    # element: ((stratum, bucket), {"facts": [(first rank, quota)], "units": [Unit, ...]}) -> ImageRef
+    _, joined = element
+    first, quota = joined["facts"][0]
+    units = sorted(joined["units"], key=lambda u: (u.key, u.first_path))
     for i, unit in enumerate(units):
         split = split_of_rank(first + i, quota, ratios)
         key = key_in_split(unit.key, split, ratios)
@@ -200,32 +188,29 @@ class Stratify(beam.PTransform):
     def expand(self, units):
         ratios = self._ratios
         active = ratios.active()
-        # (stratum, (_NATURAL, units per split under the plain hash split))
+        # (stratum, units per split under the plain hash split)
         natural = (
             units
             | "NaturalSplit" >> beam.Map(lambda u: (u.stratum, active.index(assign_split(u.key, ratios))))
             | "CountNatural" >> beam.CombinePerKey(_CountBySplit(len(active)))
-            | "TagNatural" >> beam.Map(lambda kv: (kv[0], (_NATURAL, kv[1])))
         )
-        # (stratum, (_BUCKET, (bucket, units)))
+        # (stratum, (bucket, units))
         buckets = (
             units
             | "KeyByBucket" >> beam.Map(lambda u: ((u.stratum, stratify_bucket(u.key)), 1))
             | "CountBucket" >> beam.CombinePerKey(sum)
-            | "TagBucket" >> beam.Map(lambda kv: (kv[0][0], (_BUCKET, (kv[0][1], kv[1]))))
+            | "ByStratum" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
         )
-        # ((stratum, bucket), (_FACT, (first rank, quota)))
+        # ((stratum, bucket), (first rank, quota))
         facts = (
-            (natural, buckets)
-            | "JoinStratum" >> beam.Flatten()
-            | "GroupStratum" >> beam.GroupByKey()
+            {"natural": natural, "buckets": buckets}
+            | "JoinStratum" >> beam.CoGroupByKey()
             | "PlanStratum" >> beam.FlatMap(_plan_stratum, ratios)
         )
-        tagged_units = units | "TagUnits" >> beam.Map(lambda u: ((u.stratum, stratify_bucket(u.key)), (_UNIT, u)))
+        keyed_units = units | "KeyUnits" >> beam.Map(lambda u: ((u.stratum, stratify_bucket(u.key)), u))
         return (
-            (facts, tagged_units)
-            | "JoinBucket" >> beam.Flatten()
-            | "GroupBucket" >> beam.GroupByKey()
+            {"facts": facts, "units": keyed_units}
+            | "JoinBucket" >> beam.CoGroupByKey()
             | "AssignByRank" >> beam.FlatMap(_assign_bucket, ratios)
         )
 
@@ -233,15 +218,18 @@ class Stratify(beam.PTransform):
 # ---------------------------------------------------------------- findings
 
 
-def _write_fragment(element, output: str, env: WorkerEnv | None):
-    # element: (fragment, [(kind, count, item) | None]) -> fragment path
-    index, values = element
-    if env is not None:
-        env.apply()
-    doc = findings.fragment_document(v for v in values if v is not None)
-    path = storage.join(output, findings.fragment_path(index))
-    storage.write_text(path, json.dumps(doc, ensure_ascii=False, sort_keys=True))
-    return path
+class _WriteFragmentFn(EnvDoFn):
+    def __init__(self, output: str, env: WorkerEnv | None):
+        super().__init__(env)
+        self._output = output
+
+    def process(self, element):
+        # element: (fragment, {"counts": [...], "items": [...], "every": [None]}) -> fragment path
+        index, joined = element
+        doc = findings.fragment_document(list(joined["counts"]) + list(joined["items"]))
+        path = storage.join(self._output, findings.fragment_path(index))
+        storage.write_text(path, json.dumps(doc, ensure_ascii=False, sort_keys=True))
+        yield path
 
 
 class WriteFindings(beam.PTransform):
@@ -270,8 +258,7 @@ class WriteFindings(beam.PTransform):
         # (fragment, None): every fragment is written, also the empty ones
         every = found.pipeline | "EveryFragment" >> beam.Create([(i, None) for i in range(findings.FRAGMENTS)])
         return (
-            (counts, items, every)
-            | "JoinFragments" >> beam.Flatten()
-            | "GroupFragments" >> beam.GroupByKey()
-            | "WriteFragment" >> beam.Map(_write_fragment, self._output, self._env)
+            {"counts": counts, "items": items, "every": every}
+            | "JoinFragments" >> beam.CoGroupByKey()
+            | "WriteFragment" >> beam.ParDo(_WriteFragmentFn(self._output, self._env))
         )

@@ -11,29 +11,23 @@ import apache_beam as beam
 
 from imgrec import storage
 from imgrec.env import WorkerEnv
+from transforms.env import EnvDoFn
 
-_OLD, _NEW = 0, 1
-
-
-def _paths_in_list(uri: str, env: WorkerEnv | None):
-    # uri: one .lst -> (relpath, (_OLD, None)) per line
-    if env is not None:
-        env.apply()
-    with storage.open_read(uri) as f:
-        for raw in f:
-            line = raw.decode("utf-8", "surrogateescape").rstrip("\n")
-            if line:
-                yield line.rsplit("\t", 1)[-1], (_OLD, None)
+class _PathsInListFn(EnvDoFn):
+    def process(self, uri: str):
+        # uri: one .lst -> (relpath, None) per line
+        with storage.open_read(uri) as f:
+            for raw in f:
+                line = raw.decode("utf-8", "surrogateescape").rstrip("\n")
+                if line:
+                    yield line.rsplit("\t", 1)[-1], None
 
 
 def _new_only(element):
-    # (relpath, [(_OLD, None) | (_NEW, ImageRef)]) -> ImageRef when the path is not in the dataset yet
-    _, tagged = element
-    tagged = list(tagged)
-    if not any(tag == _OLD for tag, _ in tagged):
-        for tag, ref in tagged:
-            if tag == _NEW:
-                yield ref
+    # (relpath, {"old": [None, ...], "new": [ImageRef, ...]}) -> ImageRef when the path is not in the dataset yet
+    _, joined = element
+    if not joined["old"]:
+        yield from joined["new"]
 
 
 class ExcludeExisting(beam.PTransform):
@@ -48,12 +42,11 @@ class ExcludeExisting(beam.PTransform):
         existing = (
             refs.pipeline
             | "ExistingLists" >> beam.Create(self._lists)
-            | "ExistingPaths" >> beam.FlatMap(_paths_in_list, self._env)
+            | "ExistingPaths" >> beam.ParDo(_PathsInListFn(self._env))
         )
-        listed = refs | "KeyByPath" >> beam.Map(lambda r: (r.relpath, (_NEW, r)))
+        listed = refs | "KeyByPath" >> beam.Map(lambda r: (r.relpath, r))
         return (
-            (existing, listed)
-            | "JoinExisting" >> beam.Flatten()
-            | "GroupByPath" >> beam.GroupByKey()
+            {"old": existing, "new": listed}
+            | "JoinExisting" >> beam.CoGroupByKey()
             | "NewOnly" >> beam.FlatMap(_new_only)
         )

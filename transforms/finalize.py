@@ -17,17 +17,16 @@ import shutil
 import apache_beam as beam
 
 from imgrec import finalize
+from transforms.env import EnvDoFn
 
 # Tags of what Finalize waits for.
 _SHARD, _FRAGMENT = "shard", "fragment"
 
 
-class _FinalizeFn(beam.DoFn):
+class _FinalizeFn(EnvDoFn):
     def __init__(self, job):
+        super().__init__(job.env)
         self.job = job
-
-    def setup(self):
-        self.job.env.apply()
 
     def process(self, keyed):
         # keyed: (None, [(tag, value)]) for every shard written and every report fragment (or the plan's end)

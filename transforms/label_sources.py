@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 
 from imgrec import classmap, findings, items, labels, storage
 from imgrec.env import WorkerEnv
+from transforms.env import EnvDoFn
 from imgrec.options import ConvertOptions
 from imgrec.items import classify_entry
 from imgrec.layout import OWNER_MARK
@@ -83,15 +84,11 @@ def _with_names(spec: labels.LabelSpec, classes) -> labels.LabelSpec:
     return replace(spec, name_to_id=tuple((name, i) for i, name in enumerate(classes)))
 
 
-class _ParseChunkFn(beam.DoFn):
+class _ParseChunkFn(EnvDoFn):
     def __init__(self, spec: labels.LabelSpec, env: WorkerEnv):
+        super().__init__(env)
         self._spec = spec
-        self._env = env
         self._lines = Metrics.counter("imgrec", "label_lines")
-
-    def setup(self):
-        # Beam's own --s3_* options do not reach these workers: apply ours in every process.
-        self._env.apply()
 
     def process(self, chunk):
         # chunk: labels.Chunk -> (relpath, (_ENTRY, (line, class ids)))
@@ -124,15 +121,12 @@ def list_root_files(input_root: str, exts) -> list[storage.FileEntry]:
     return out
 
 
-class _ListFolderFn(beam.DoFn):
+class _ListFolderFn(EnvDoFn):
     def __init__(self, input_root: str, exts, env: WorkerEnv):
+        super().__init__(env)
         self._input = input_root
         self._exts = exts
-        self._env = env
         self._listed = Metrics.counter("imgrec", "images_listed")
-
-    def setup(self):
-        self._env.apply()
 
     def process(self, folder):
         # folder: a top-level folder name, or "" for the files directly in --input

@@ -34,6 +34,7 @@ from apache_beam.metrics import Metrics
 
 from imgrec import images, recordio, storage
 from imgrec.env import WorkerEnv
+from transforms.env import EnvDoFn
 from imgrec.errors import STAGE_ENCODE, STAGE_LIST, STAGE_READ, STAGE_VALIDATE
 from imgrec.im2rec_compat import (
     COPY_BLOCK,
@@ -233,15 +234,8 @@ def _copy_fragments(work_root: str, lst: str, fragments: list[dict], rec: str, i
     return base
 
 
-class _StorageFn(beam.DoFn):
-    """A DoFn that reaches storage: S3 settings are applied in each worker process, not pickled clients."""
-
-    def __init__(self, env: WorkerEnv | None = None):
-        self._env = env
-
-    def setup(self):
-        if self._env is not None:
-            self._env.apply()
+class _StorageFn(EnvDoFn):
+    """The drop-in's DoFns: the job's WorkerEnv applied in setup."""
 
 
 class _PackFragmentFn(_StorageFn):

@@ -22,6 +22,7 @@ from typing import Callable
 import apache_beam as beam
 
 from imgrec.env import WorkerEnv
+from transforms.env import EnvDoFn
 from imgrec.planning import RefBatch, SplitTotals, assign_shard, plan_shard_counts, shard_bases, written_shards
 from imgrec.shardplan import Plan, ShardTask, save_plan
 
@@ -147,17 +148,24 @@ def plan_of(per_shard: dict) -> tuple[Plan, dict]:
     return Plan(tasks, totals), facts
 
 
-def _write_plan_and_bases(facts, output, env: WorkerEnv, first_ids, settle: Callable):
-    # (per-shard totals, names, most labels) -> ((split, shard, shards), (first id, written key))
-    env.apply()  # this runs in a worker: Beam's --s3_* options do not reach it
-    per_shard, names, most = facts
-    classes, width = settle(names, most)
-    plan, bases = plan_of(per_shard)
-    offsets = first_ids or {}  # an --incremental run continues each split's ids after the ones already used
-    plan = Plan({s: [_shifted(t, offsets.get(s, 0)) for t in ts] for s, ts in plan.tasks.items()}, plan.totals)
-    save_plan(output, plan, classes, width)
-    for key, (first_id, written_key) in sorted(bases.items()):
-        yield key, (first_id + offsets.get(key[0], 0), written_key)
+class _PlanFn(EnvDoFn):
+    """(per-shard totals, names, most labels) -> ((split, shard, shards), (first id, written key)); saves the plan."""
+
+    def __init__(self, output, env: WorkerEnv, first_ids, settle: Callable):
+        super().__init__(env)
+        self._output = output
+        self._first_ids = first_ids or {}
+        self._settle = settle
+
+    def process(self, facts):
+        per_shard, names, most = facts
+        classes, width = self._settle(names, most)
+        plan, bases = plan_of(per_shard)
+        offsets = self._first_ids  # an --incremental run continues each split's ids after the ones already used
+        plan = Plan({s: [_shifted(t, offsets.get(s, 0)) for t in ts] for s, ts in plan.tasks.items()}, plan.totals)
+        save_plan(self._output, plan, classes, width)
+        for key, (first_id, written_key) in sorted(bases.items()):
+            yield key, (first_id + offsets.get(key[0], 0), written_key)
 
 
 def _shifted(task: ShardTask, offset: int) -> ShardTask:
@@ -216,8 +224,7 @@ class PlanShards(beam.PTransform):
             assigned
             | "ShardFactsInBatch" >> beam.Map(_shard_facts)
             | "ShardFacts" >> beam.CombineGlobally(_MergeFacts()).without_defaults()
-            | "PlanAndFirstIds" >> beam.FlatMap(_write_plan_and_bases, self._output, self._env, self._first_ids,
-                                                self._settle)
+            | "PlanAndFirstIds" >> beam.ParDo(_PlanFn(self._output, self._env, self._first_ids, self._settle))
         )
         return (
             {"first": first_ids, "refs": assigned}

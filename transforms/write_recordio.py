@@ -56,6 +56,7 @@ from imgrec.progress import ProgressWriter
 from imgrec.summary import human_bytes
 from imgrec.workrecords import Failure
 from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
+from transforms.env import EnvDoFn
 from transforms.exclude_existing import ExcludeExisting
 from transforms.finalize import Finalize
 from transforms.plan_shards import PlanShards
@@ -119,14 +120,15 @@ def read_failures(output: str) -> list[Failure]:
     return out
 
 
-class _JobDoFn(beam.DoFn):
-    """A DoFn of the job: applies the job's worker settings once per process; records an ImgrecError it raises."""
+class _JobDoFn(EnvDoFn):
+    """A DoFn of the job: the job's WorkerEnv applied in setup (EnvDoFn); records an ImgrecError it raises."""
 
     def __init__(self, job: Job):
+        super().__init__(job.env)
         self.job = job
 
     def setup(self):
-        self.job.env.apply()
+        super().setup()
         images.tune_for_threads()
 
     @contextlib.contextmanager
