@@ -35,6 +35,8 @@ WORK = "_work"
 # Marks a folder as this tool's output: such a folder is never listed as images, and a re-run after a crash
 # (no manifest yet) is told apart from a folder of someone else's files.
 OWNER_MARK = ".imgrec-output"
+# Why a stage stopped the job (imgrec.workrecords.Failure), for the launcher.
+FAILURES = WORK + "/failures"
 # What the files of --incremental run N carry in their names (shards: data-inc0001-00000-of-00002.rec).
 INCREMENT_SUFFIX = "-inc%04d"
 

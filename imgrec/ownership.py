@@ -27,8 +27,8 @@ from typing import Any
 from imgrec import findings, progress, storage
 from imgrec.errors import UsageError
 from imgrec.incremental import Previous, batch_name, class_map_uri, load_previous
-from imgrec.layout import (CLASSES_JSON, ERRORS, LABELS_TXT, MANIFEST, OWNER_MARK, REPORT, SAGEMAKER, SINGLE, SUMMARY,
-                           WORK, Layout)
+from imgrec.layout import (CLASSES_JSON, ERRORS, FAILURES, LABELS_TXT, MANIFEST, OWNER_MARK, REPORT, SAGEMAKER, SINGLE,
+                           SUMMARY, WORK, Layout)
 from imgrec.options import ConvertOptions, identity_changes
 from imgrec.planning import SPLITS
 
@@ -42,7 +42,6 @@ UPLOADS = WORK + "/uploads"
 # Everything this tool writes under _work; anything else there is someone else's.
 # The local runner's sorted runs of refs, and the failures stages record for the launcher.
 RUNS = WORK + "/runs"
-FAILURES = WORK + "/failures"
 WORK_ENTRIES = (PLAN, REPLACED, UPLOADS, RUNS, FAILURES, WORK + "/shards", WORK + "/listing", progress.PROGRESS_DIR,
                 findings.REPORT_DIR)
 # The files at the top of an output that this tool writes.

@@ -227,6 +227,25 @@ class WorkerPool:
         self.close()
 
 
+_SHARED: dict[tuple, "WorkerPool"] = {}
+
+
+def shared_pool(processes: int, threads: int, init: Callable[[], None] | None = None) -> "WorkerPool":
+    """This process's pool for these settings, made once: the stages of a job share its worker processes."""
+    key = (processes, threads, os.getpid())
+    pool = _SHARED.get(key)
+    if pool is None:
+        pool = _SHARED[key] = WorkerPool(processes, threads, init)
+    return pool
+
+
+def close_shared_pools() -> None:
+    """Stop this process's shared pools (the job is over, or failed)."""
+    while _SHARED:
+        _, pool = _SHARED.popitem()
+        pool.close()
+
+
 _DIED = "a worker process died while converting (killed, out of memory, or a crash in a native library)"
 
 

@@ -100,3 +100,38 @@ class Failure:
     def from_json(cls, d: Mapping[str, Any]) -> "Failure":
         _check_version(cls, d)
         return cls(d["message"], int(d.get("exit_code", 1)), d.get("kind", ""))
+
+
+def record_failure(output: str, exc) -> None:
+    """Leave why a stage stopped the job (an ImgrecError) where the launcher looks: any runner, any process.
+
+    Never raises: the job is failing already, and the output may be what failed.
+    """
+    import uuid
+
+    from imgrec import storage
+    from imgrec.layout import FAILURES
+
+    failure = Failure("\n".join(exc.lines()), exc.exit_code, type(exc).__name__)
+    try:
+        storage.write_text(storage.join(output, FAILURES, "%s.json" % uuid.uuid4().hex), json.dumps(failure.to_json()))
+    except Exception:  # noqa: BLE001 - best effort, see above
+        pass
+
+
+def read_failures(output: str) -> list[Failure]:
+    """The failures stages recorded under ``output`` (for the launcher, after a failed run)."""
+    from imgrec import storage
+    from imgrec.layout import FAILURES
+
+    out = []
+    try:
+        names = storage.list_recursive(storage.join(output, FAILURES))
+    except Exception:  # noqa: BLE001 - nothing to report beyond the runner's own error then
+        return out
+    for rel in names:
+        try:
+            out.append(Failure.from_json(json.loads(storage.read_text(storage.join(output, FAILURES, rel)))))
+        except (OSError, ValueError, KeyError, WorkRecordError):
+            continue
+    return out

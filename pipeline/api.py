@@ -39,7 +39,9 @@ from imgrec.options import ConvertOptions  # noqa: E402
 from imgrec.ownership import output_options  # noqa: E402
 from pipeline import runners  # noqa: E402
 from transforms.sources import ReadImageFolder, ReadLabelFile  # noqa: E402
-from transforms.write_recordio import WriteToRecordIO, close_pools, read_failures  # noqa: E402
+from imgrec.workers import close_shared_pools  # noqa: E402
+from imgrec.workrecords import read_failures  # noqa: E402
+from transforms.write_recordio import WriteToRecordIO  # noqa: E402
 
 LOG = logging.getLogger("pipeline.api")
 
@@ -125,7 +127,7 @@ def run_job(options: ConvertOptions, beam_args: Sequence[str] = (), progress: bo
     finally:
         if monitor is not None:
             monitor.stop(final_counts(manifest))
-        close_pools()
+        close_shared_pools()
     return manifest
 
 

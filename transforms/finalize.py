@@ -17,6 +17,8 @@ import shutil
 import apache_beam as beam
 
 from imgrec import finalize
+from imgrec.workers import close_shared_pools
+from imgrec.workrecords import record_failure
 from transforms.env import EnvDoFn
 
 # Tags of what Finalize waits for.
@@ -31,8 +33,6 @@ class _FinalizeFn(EnvDoFn):
     def process(self, keyed):
         # keyed: (None, [(tag, value)]) for every shard written and every report fragment (or the plan's end)
         ends = list(keyed[1])
-        from transforms.write_recordio import close_pools, record_failure
-
         job = self.job
         try:
             manifest = finalize.finalize(
@@ -43,7 +43,7 @@ class _FinalizeFn(EnvDoFn):
             record_failure(job.options.output, exc)
             raise
         finally:
-            close_pools()
+            close_shared_pools()
             if job.scratch_is_temp:
                 shutil.rmtree(job.scratch, ignore_errors=True)
         yield manifest

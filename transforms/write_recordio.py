@@ -50,11 +50,11 @@ from imgrec.errors import ErrorRecord, ImgrecError, UsageError
 from imgrec.folders import lookalike_warnings
 from imgrec.incremental import Previous
 from imgrec.options import ConvertOptions
-from imgrec.ownership import FAILURES, RUNS, layout_for, prepare_job
+from imgrec.ownership import RUNS, layout_for, prepare_job
 from imgrec.planning import ImageRef, RefBatch, assign_split, image_key
 from imgrec.progress import ProgressWriter
 from imgrec.summary import human_bytes
-from imgrec.workrecords import Failure
+from imgrec.workrecords import record_failure
 from transforms.curate import GroupIdentical, Stratify, WriteFindings, single_unit
 from transforms.env import EnvDoFn
 from transforms.exclude_existing import ExcludeExisting
@@ -103,23 +103,6 @@ def _worker_init(env: WorkerEnv) -> None:
     images.tune_for_threads()
 
 
-def record_failure(output: str, exc: ImgrecError) -> None:
-    """Leave why a stage stopped the job where the launcher looks (any runner, any process); never raises."""
-    failure = Failure("\n".join(exc.lines()), exc.exit_code, type(exc).__name__)
-    with contextlib.suppress(Exception):
-        storage.write_text(storage.join(output, FAILURES, "%s.json" % uuid.uuid4().hex), json.dumps(failure.to_json()))
-
-
-def read_failures(output: str) -> list[Failure]:
-    """The failures stages recorded under ``output`` (for the launcher, after a failed run)."""
-    out = []
-    with contextlib.suppress(Exception):
-        for rel in storage.list_recursive(storage.join(output, FAILURES)):
-            with contextlib.suppress(Exception):
-                out.append(Failure.from_json(json.loads(storage.read_text(storage.join(output, FAILURES, rel)))))
-    return out
-
-
 class _JobDoFn(EnvDoFn):
     """A DoFn of the job: the job's WorkerEnv applied in setup (EnvDoFn); records an ImgrecError it raises."""
 
@@ -142,24 +125,10 @@ class _JobDoFn(EnvDoFn):
 
 # ---------------------------------------------------------------- the shared pool of the local runner
 
-_POOLS: dict[tuple, workers.WorkerPool] = {}
-
 
 def job_pool(job: Job) -> workers.WorkerPool:
     """The worker pool of this process for the job's settings (forked once, used by listing and writing)."""
-    key = (job.processes, job.threads, os.getpid())
-    pool = _POOLS.get(key)
-    if pool is None:
-        pool = _POOLS[key] = workers.WorkerPool(job.processes, job.threads,
-                                                init=functools.partial(_worker_init, job.env))
-    return pool
-
-
-def close_pools() -> None:
-    """Stop the worker pools of this process (the job is over, or failed)."""
-    while _POOLS:
-        _, pool = _POOLS.popitem()
-        pool.close()
+    return workers.shared_pool(job.processes, job.threads, functools.partial(_worker_init, job.env))
 
 
 # ---------------------------------------------------------------- the spill planner
