@@ -24,6 +24,7 @@ from typing import Iterable
 from imgrec import storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
 from imgrec.layout import WORK
+from imgrec.workrecords import ReportFragment
 
 REPORT_DIR = WORK + "/report"
 # Fragments of the report: the findings are spread over this many writers.
@@ -70,6 +71,7 @@ def fragment_path(index: int) -> str:
 
 
 def fragment_document(findings: Iterable[tuple[str, int, dict | None]]) -> dict:
+    """The JSON of one report fragment (a ``workrecords.ReportFragment``) holding these findings."""
     counts: dict[str, int] = {}
     items = []
     for kind, count, item in findings:
@@ -77,7 +79,7 @@ def fragment_document(findings: Iterable[tuple[str, int, dict | None]]) -> dict:
         if item is not None:
             items.append(item)
     items.sort(key=sort_key)
-    return {"counts": dict(sorted(counts.items())), "items": items}
+    return ReportFragment(counts, tuple(items)).to_json()
 
 
 def write_fragments(output: str, found: Iterable[tuple[str, int, dict | None]]) -> None:
@@ -103,10 +105,10 @@ def read_report(output: str) -> tuple[dict[str, int], list[dict]]:
     counts: dict[str, int] = {}
     items: list[dict] = []
     for index in range(FRAGMENTS):
-        doc = json.loads(storage.read_text(storage.join(output, fragment_path(index))))
-        for kind, n in doc["counts"].items():
+        doc = ReportFragment.from_json(json.loads(storage.read_text(storage.join(output, fragment_path(index)))))
+        for kind, n in doc.counts.items():
             counts[kind] = counts.get(kind, 0) + n
-        items.extend(doc["items"])
+        items.extend(doc.items)
     items.sort(key=sort_key)
     return dict(sorted(counts.items())), items
 

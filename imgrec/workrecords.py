@@ -7,6 +7,8 @@ protocol between the stages, whichever runner and process runs each stage:
 
 * ``ShardRecord``  ``_work/shards/<split>-<name>.json``: one shard is complete (written last, after its .rec/.idx)
 * ``Failure``      ``_work/failures/<id>.json``: why a stage stopped the job, with the exit code for the command
+* ``ReportFragment`` ``_work/report/part-NNNNN-of-00016.json``: findings and counts (every fragment is written)
+* ``Heartbeat``    ``_work/progress/<id>.json``: one writing process's counts so far
 * ``imgrec.shardplan.Plan``  ``_work/plan.json``: every shard task of the job
 
 No Beam here.
@@ -15,10 +17,13 @@ No Beam here.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from imgrec import storage
 from imgrec.errors import ErrorRecord, from_json as error_from_json
+from imgrec.layout import FAILURES
 
 
 class WorkRecordError(ValueError):
@@ -84,6 +89,43 @@ class ShardRecord:
 
 
 @dataclass(frozen=True)
+class ReportFragment:
+    """One of the report's fragments (``_work/report/part-NNNNN-of-00016.json``): counts per kind, and items."""
+
+    VERSION = 1
+
+    counts: dict[str, int] = field(default_factory=dict)
+    items: tuple[dict, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.VERSION, "counts": dict(sorted(self.counts.items())), "items": list(self.items)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ReportFragment":
+        _check_version(cls, d)
+        return cls(dict(d["counts"]), tuple(d["items"]))
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What one writing process has done so far (``_work/progress/<id>.json``), for the progress line."""
+
+    VERSION = 1
+
+    images: int = 0
+    bytes: int = 0
+    errors: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.VERSION, "images": self.images, "bytes": self.bytes, "errors": self.errors}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Heartbeat":
+        _check_version(cls, d)
+        return cls(int(d["images"]), int(d["bytes"]), int(d["errors"]))
+
+
+@dataclass(frozen=True)
 class Failure:
     """Why a stage of the job stopped it: what the command prints, and its exit code."""
 
@@ -107,11 +149,6 @@ def record_failure(output: str, exc) -> None:
 
     Never raises: the job is failing already, and the output may be what failed.
     """
-    import uuid
-
-    from imgrec import storage
-    from imgrec.layout import FAILURES
-
     failure = Failure("\n".join(exc.lines()), exc.exit_code, type(exc).__name__)
     try:
         storage.write_text(storage.join(output, FAILURES, "%s.json" % uuid.uuid4().hex), json.dumps(failure.to_json()))
@@ -121,9 +158,6 @@ def record_failure(output: str, exc) -> None:
 
 def read_failures(output: str) -> list[Failure]:
     """The failures stages recorded under ``output`` (for the launcher, after a failed run)."""
-    from imgrec import storage
-    from imgrec.layout import FAILURES
-
     out = []
     try:
         names = storage.list_recursive(storage.join(output, FAILURES))
