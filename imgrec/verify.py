@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import logging
 import math
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, ContextManager, Iterable
+from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Mapping
 
 import cv2
 
@@ -233,31 +234,37 @@ def _where(index: int, record_id: int | None, offset: int) -> str:
 
 
 class _Decoder:
-    """Runs the decode check on a few threads (OpenCV releases the GIL), results in order."""
+    """Runs the decode check on a few threads (OpenCV releases the GIL); ``finish`` gives the results in order."""
 
-    def __init__(self, threads: int, report: Callable[[tuple[int, str], str | None], None]):
+    def __init__(self, threads: int):
         self._threads = threads
-        self._report = report
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify") if threads > 1 else None
         self._pending: collections.deque = collections.deque()
+        self._found: list[tuple[tuple[int, str], str]] = []  # (key, why) of every image that failed the check
 
     def submit(self, key: tuple[int, str], image: bytes) -> None:
         if self._pool is None:
-            self._report(key, decode_problem(image))
+            self._keep(key, decode_problem(image))
             return
         self._pending.append((key, self._pool.submit(decode_problem, image)))
         while len(self._pending) > 4 * self._threads:
             self._collect_one()
 
+    def _keep(self, key: tuple[int, str], why: str | None) -> None:
+        if why:
+            self._found.append((key, why))
+
     def _collect_one(self) -> None:
         key, fut = self._pending.popleft()
-        self._report(key, fut.result())
+        self._keep(key, fut.result())
 
-    def finish(self) -> None:
+    def finish(self) -> list[tuple[tuple[int, str], str]]:
+        """Wait for every image submitted; returns ``(key, why)`` for each that failed, in submission order."""
         while self._pending:
             self._collect_one()
         if self._pool is not None:
             self._pool.shutdown()
+        return self._found
 
 
 def read_shard(
@@ -282,15 +289,9 @@ def read_shard(
     reader = _HashingReader(fileobj)
     records = recordio.read_records(reader, name)  # type: ignore[arg-type]
     record_problems: list[tuple[int, Problem]] = []  # (record index, problem), sorted at the end
-
-    def report_decode(key: tuple[int, str], why: str | None) -> None:
-        if why:
-            record_problems.append((key[0], Problem(name, "%s: %s" % (key[1], why))))
-
-    decoder = _Decoder(threads if decode else 1, report_decode)
-    i = 0
+    decoder = _Decoder(threads if decode else 1)
     try:
-        while True:
+        for i in itertools.count():
             start = reader.position
             try:
                 raw = next(records)
@@ -298,38 +299,52 @@ def read_shard(
                 break
             except recordio.RecordIOError as exc:
                 result.framing_ok = False
-                message = str(exc)
-                if message.startswith(name + ": "):
-                    message = message[len(name) + 2 :]
-                ident = ", id %d per the .idx" % index[i][0] if index is not None and i < len(index) else ""
                 explanation = _explain_framing(result.entries, i, start, index, reopen, name, expected_size)
-                record_problems.append((i, Problem(name, "%s (reading record %d%s)%s" % (message, i, ident, explanation))))
+                record_problems.append((i, _framing_problem(exc, name, i, index, explanation)))
                 break
-            try:
-                header, image = recordio.unpack(raw.payload)
-            except recordio.RecordIOError as exc:
-                record_problems.append((i, Problem(name, "%s: %s" % (_where(i, None, raw.offset), exc))))
+            header, image, problem = _check_record(raw, i, name, num_classes, spec)
+            if problem:
+                record_problems.append((i, problem))
+            if header is None:
                 result.entries.append((-1, raw.offset))
-                i += 1
                 continue
             result.entries.append((header.id, raw.offset))
             result.flags[header.flag] += 1
-            labels = _labels_of(header)
-            why = label_problem(labels, num_classes, spec)
-            if why:
-                record_problems.append((i, Problem(name, "%s: %s" % (_where(i, header.id, raw.offset), why))))
-            result.labels[header.id] = labels
+            result.labels[header.id] = _labels_of(header)
             if decode:
                 decoder.submit((i, _where(i, header.id, raw.offset)), image)
-            i += 1
     finally:
-        decoder.finish()
+        undecodable = decoder.finish()
+    record_problems.extend((key[0], Problem(name, "%s: %s" % (key[1], why))) for key, why in undecodable)
     reader.drain()
     result.size = reader.position
     result.sha256 = reader.sha256()
     record_problems.sort(key=lambda t: t[0])
     result.problems.extend(p for _, p in record_problems)
     return result
+
+
+def _check_record(
+    raw: recordio.RawRecord, i: int, name: str, num_classes: int, spec: LabelSpec | None
+) -> tuple[recordio.IRHeader | None, bytes, Problem | None]:
+    """Record ``i``'s header (None: unreadable) and image, and what is wrong with its header or labels."""
+    try:
+        header, image = recordio.unpack(raw.payload)
+    except recordio.RecordIOError as exc:
+        return None, b"", Problem(name, "%s: %s" % (_where(i, None, raw.offset), exc))
+    why = label_problem(_labels_of(header), num_classes, spec)
+    return header, image, Problem(name, "%s: %s" % (_where(i, header.id, raw.offset), why)) if why else None
+
+
+def _framing_problem(
+    exc: recordio.RecordIOError, name: str, i: int, index: list[tuple[int, int]] | None, explanation: str
+) -> Problem:
+    """The framing error met while reading record ``i``, with the record's id per the ``.idx`` where known."""
+    message = str(exc)
+    if message.startswith(name + ": "):
+        message = message[len(name) + 2 :]
+    ident = ", id %d per the .idx" % index[i][0] if index is not None and i < len(index) else ""
+    return Problem(name, "%s (reading record %d%s)%s" % (message, i, ident, explanation))
 
 
 def _explain_framing(entries, i, start, index, reopen, name, expected_size) -> str:
@@ -464,10 +479,17 @@ def verify_output(out: str, decode: bool = True, threads: int = 1) -> Report:
     report.classes = classes
     report.problems.extend(_check_class_files(out, classes))
     present = set(storage.list_recursive(out))
+    reading = _Reading(out, classes, LabelSpec.from_manifest(manifest), decode, threads)
     listed: set[str] = set()
     for split, doc in manifest["splits"].items():
+        check = _check_split(reading, split, doc, manifest)
         report.splits.append(split)
-        report.counts[split] = _check_split(out, split, doc, manifest, classes, present, listed, decode, threads, report)
+        report.counts[split] = check.counts
+        report.layouts[split] = check.layout
+        report.problems.extend(check.problems)
+        report.shards += check.shards
+        report.records += check.records
+        listed |= _split_files(doc)
     report.problems.extend(_unlisted_files(present, listed, manifest))
     return report
 
@@ -492,93 +514,160 @@ def _check_class_files(out: str, classes: list[str]) -> list[Problem]:
     return problems
 
 
-def _check_split(out, split, doc, manifest, classes, present, listed, decode, threads, report) -> dict[str, int]:
-    problems = report.problems
-    spec = LabelSpec.from_manifest(manifest)
-    seen_ids: dict[int, str] = {}
+@dataclass(frozen=True)
+class _Reading:
+    """What checking any shard of an output needs: where it is, its classes and label layout, how to decode."""
+
+    out: str
+    classes: list[str]
+    spec: LabelSpec
+    decode: bool
+    threads: int
+
+
+@dataclass(frozen=True)
+class _ShardCheck:
+    """What checking one shard that the manifest lists found."""
+
+    problems: list[Problem]
+    merged: list[tuple[int, int]]  # (key, offset in the shard) per record, as the merged index must give them
+    result: ShardResult | None = None  # None: the .rec is missing
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """What checking one split found: its problems, images per class, the label layout of its records."""
+
+    problems: list[Problem]
+    counts: dict[str, int]  # class -> images (a multi-label image counts once for each of its classes)
+    layout: str
+    shards: int  # listed in the manifest
+    records: int  # read from them
+
+
+def _check_split(reading: _Reading, split: str, doc: dict, manifest: dict) -> SplitCheck:
+    """Every shard of one split; then its totals and ``.lst`` (when every record was sound) and its merged index."""
+    problems: list[Problem] = []
+    seen_ids: dict[int, str] = {}  # record id -> the shard it was first found in
     labels_by_id: dict[int, tuple[float, ...]] = {}
     flags: collections.Counter = collections.Counter()
     merged_expected: list[tuple[int, int]] = []
-    base = 0
-    split_clean = True  # every record read and sound: the split-level totals can be compared
-    for shard in doc.get("shards", []):
-        rec_rel, idx_rel = shard["rec"], shard["idx"]
-        listed.update((rec_rel, idx_rel))
-        report.shards += 1
-        index, idx_problem = _read_index(storage.join(out, idx_rel), idx_rel)
-        shard_base = base
-        base += int(shard.get("bytes", 0))
-        rec_uri = storage.join(out, rec_rel)
-        try:
-            with storage.open_read(rec_uri) as f:
-                result = read_shard(
-                    f, rec_rel, len(classes), decode, threads, index,
-                    reopen=lambda: storage.open_read(rec_uri), expected_size=shard.get("bytes"), spec=spec,
-                )
-        except FileNotFoundError:
-            problems.append(Problem(rec_rel, "missing (listed in %s)" % MANIFEST))
-            if idx_problem:
-                problems.append(idx_problem)
-            split_clean = False
-            # The merged index can still be checked against this shard's own .idx.
-            merged_expected.extend((key, shard_base + offset) for key, offset in index or [])
+    clean = True  # every record read and sound: the split-level totals can be compared
+    records = 0
+    shards = doc.get("shards", [])
+    for shard, base in zip(shards, _shard_bases(shards)):
+        check = _check_shard(reading, shard)
+        problems.extend(check.problems)
+        merged_expected.extend((key, base + offset) for key, offset in check.merged)
+        if check.result is None:
+            clean = False
             continue
-        # The merged index must describe the records as found; fall back to the
-        # shard's .idx only where the records could not all be read.
-        merged_expected.extend(
-            (key, shard_base + offset)
-            for key, offset in (result.entries if result.framing_ok or index is None else index)
-        )
-        LOG.info("read %s: %d records, %d bytes", rec_rel, len(result.entries), result.size)
-        problems.extend(result.problems)
-        if result.problems:
-            split_clean = False
-        if idx_problem:
-            problems.append(idx_problem)
-        elif index is not None:
-            problems.extend(compare_index(result.entries, index, idx_rel, result.framing_ok))
-        if result.framing_ok and len(result.entries) != shard.get("records"):
-            problems.append(Problem(rec_rel, "holds %d records, %s says %s" % (len(result.entries), MANIFEST, shard.get("records"))))
-        if result.size != shard.get("bytes"):
-            problems.append(Problem(rec_rel, "is %d bytes, %s says %s%s" % (
-                result.size, MANIFEST, shard.get("bytes"),
-                " (truncated)" if isinstance(shard.get("bytes"), int) and result.size < shard["bytes"] else "")))
-        elif result.sha256 != shard.get("sha256") and not result.problems:
-            problems.append(Problem(rec_rel, "sha256 %s differs from %s (%s): the file was changed after it was written"
-                                    % (result.sha256, MANIFEST, shard.get("sha256"))))
-        for n, (rid, offset) in enumerate(result.entries):
-            if rid < 0:
-                continue
-            if rid in seen_ids:
-                problems.append(Problem(rec_rel, "%s: id %d is used twice in %s (also in %s)" % (
-                    _where(n, rid, offset), rid, split, seen_ids[rid])))
-                split_clean = False
-            else:
-                seen_ids[rid] = rec_rel
-        labels_by_id.update(result.labels)
-        flags.update(result.flags)
-        report.records += len(result.entries)
+        duplicates, first_seen = _duplicate_ids(check.result.entries, shard["rec"], split, seen_ids)
+        problems.extend(duplicates)
+        seen_ids.update(first_seen)
+        clean = clean and not check.result.problems and not duplicates
+        labels_by_id.update(check.result.labels)
+        flags.update(check.result.flags)
+        records += len(check.result.entries)
+    counts = _class_counts(labels_by_id, reading.classes, reading.spec)
+    if clean:
+        problems.extend(_check_split_totals(reading.out, split, doc, manifest, reading.classes, counts, labels_by_id))
+    problems.extend(_check_merged_index(reading.out, doc.get("merged_idx"), merged_expected))
+    layout = describe_layout(flags, labels_by_id.values(), reading.spec)
+    return SplitCheck(problems, counts, layout, len(shards), records)
 
-    # images per class (a multi-label image counts once for each of its classes)
+
+def _split_files(doc: dict) -> set[str]:
+    """The files a split's manifest entry names: its shards and their indexes, its merged index and list."""
+    files = {rel for shard in doc.get("shards", []) for rel in (shard["rec"], shard["idx"])}
+    return files | {rel for rel in (doc.get("merged_idx"), doc.get("lst")) if rel}
+
+
+def _shard_bases(shards: list[dict]) -> Iterator[int]:
+    """Where each shard starts in the offsets of the split's merged index: the sizes (per the manifest) before it."""
+    return itertools.accumulate((int(shard.get("bytes", 0)) for shard in shards), initial=0)
+
+
+def _check_shard(reading: _Reading, shard: dict) -> _ShardCheck:
+    """One shard read front to back, then its ``.idx`` and its manifest entry checked against what was read."""
+    rec_rel, idx_rel = shard["rec"], shard["idx"]
+    index, idx_problem = _read_index(storage.join(reading.out, idx_rel), idx_rel)
+    rec_uri = storage.join(reading.out, rec_rel)
+    try:
+        with storage.open_read(rec_uri) as f:
+            result = read_shard(
+                f, rec_rel, len(reading.classes), reading.decode, reading.threads, index,
+                reopen=lambda: storage.open_read(rec_uri), expected_size=shard.get("bytes"), spec=reading.spec,
+            )
+    except FileNotFoundError:
+        missing = Problem(rec_rel, "missing (listed in %s)" % MANIFEST)
+        # The merged index can still be checked against this shard's own .idx.
+        return _ShardCheck([missing] + ([idx_problem] if idx_problem else []), list(index or []))
+    LOG.info("read %s: %d records, %d bytes", rec_rel, len(result.entries), result.size)
+    problems = list(result.problems)
+    if idx_problem:
+        problems.append(idx_problem)
+    elif index is not None:
+        problems.extend(compare_index(result.entries, index, idx_rel, result.framing_ok))
+    problems.extend(_manifest_mismatch(rec_rel, shard, result))
+    # The merged index must describe the records as found; fall back to the
+    # shard's .idx only where the records could not all be read.
+    merged = result.entries if result.framing_ok or index is None else index
+    return _ShardCheck(problems, list(merged), result)
+
+
+def _manifest_mismatch(rec_rel: str, shard: dict, result: ShardResult) -> list[Problem]:
+    """Where a shard as read differs from its manifest entry: its record count, then its size or its sha256."""
+    problems = []
+    if result.framing_ok and len(result.entries) != shard.get("records"):
+        problems.append(Problem(rec_rel, "holds %d records, %s says %s"
+                                % (len(result.entries), MANIFEST, shard.get("records"))))
+    if result.size != shard.get("bytes"):
+        problems.append(Problem(rec_rel, "is %d bytes, %s says %s%s" % (
+            result.size, MANIFEST, shard.get("bytes"),
+            " (truncated)" if isinstance(shard.get("bytes"), int) and result.size < shard["bytes"] else "")))
+    elif result.sha256 != shard.get("sha256") and not result.problems:
+        problems.append(Problem(rec_rel, "sha256 %s differs from %s (%s): the file was changed after it was written"
+                                % (result.sha256, MANIFEST, shard.get("sha256"))))
+    return problems
+
+
+def _duplicate_ids(
+    entries: list[tuple[int, int]], rec_rel: str, split: str, seen: Mapping[int, str]
+) -> tuple[list[Problem], dict[int, str]]:
+    """Records of a shard whose id is used already (``seen``: id -> shard), and the ids this shard uses first."""
+    problems: list[Problem] = []
+    first_seen: dict[int, str] = {}
+    for n, (rid, offset) in enumerate(entries):
+        if rid < 0:  # unreadable header: reported already
+            continue
+        also = seen.get(rid, first_seen.get(rid))
+        if also is not None:
+            problems.append(Problem(rec_rel, "%s: id %d is used twice in %s (also in %s)" % (
+                _where(n, rid, offset), rid, split, also)))
+        else:
+            first_seen[rid] = rec_rel
+    return problems, first_seen
+
+
+def _class_counts(labels_by_id: Mapping[int, tuple[float, ...]], classes: list[str], spec: LabelSpec) -> dict[str, int]:
+    """Images per class (a multi-label image counts once for each of its classes); labels out of place count nowhere."""
     counts: dict[str, int] = {name: 0 for name in classes}
     for labels in labels_by_id.values():
         if label_problem(labels, len(classes), spec) is None:
             for class_id in spec.class_ids(labels):
                 counts[classes[class_id]] += 1
-    report.layouts[split] = describe_layout(flags, labels_by_id.values(), spec)
-    if split_clean:
-        problems.extend(_check_split_totals(out, split, doc, manifest, classes, counts, labels_by_id))
-    merged_rel = doc.get("merged_idx")
-    if merged_rel:
-        listed.add(merged_rel)
-        merged, problem = _read_index(storage.join(out, merged_rel), merged_rel)
-        if problem:
-            problems.append(problem)
-        elif merged != merged_expected:
-            problems.extend(_merged_mismatch(merged, merged_expected, merged_rel))
-    if doc.get("lst"):
-        listed.add(doc["lst"])
     return counts
+
+
+def _check_merged_index(out: str, merged_rel: str | None, expected: list[tuple[int, int]]) -> list[Problem]:
+    """A split's merged index against the entries its shards give (none to check when the manifest names none)."""
+    if not merged_rel:
+        return []
+    merged, problem = _read_index(storage.join(out, merged_rel), merged_rel)
+    if problem:
+        return [problem]
+    return _merged_mismatch(merged, expected, merged_rel) if merged != expected else []
 
 
 def _check_split_totals(out, split, doc, manifest, classes, counts, labels_by_id) -> list[Problem]:

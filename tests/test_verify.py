@@ -236,6 +236,92 @@ def test_unlisted_shard_file(damaged):
     assert errors == ["error: %s: is not listed in manifest.json (left over from another run?)" % stray]
 
 
+def problems_of(out) -> list[str]:
+    """verify_output in this process (no decoding: these checks are about ids, counts, lists and indexes)."""
+    return [str(p) for p in V.verify_output(str(out), decode=False).problems]
+
+
+def set_record_id(out: Path, shard: dict, record: int, new_id: int) -> None:
+    offset = index_of(out, shard)[record][1]
+    patch(out / shard["rec"], offset + 8 + 8, struct.pack("<Q", new_id))  # IRHeader: flag, label, id, id2
+
+
+def rewrite_manifest(out: Path, change) -> None:
+    doc = load_manifest(out)
+    change(doc)
+    (out / "manifest.json").write_text(json.dumps(doc))
+
+
+def test_an_id_used_twice_in_a_split_names_both_shards(damaged):
+    out, manifest = damaged
+    first, _, third = manifest["splits"]["train"]["shards"][:3]
+    taken = index_of(out, first)[0][0]
+    set_record_id(out, third, 1, taken)
+    offset = index_of(out, third)[1][1]
+    duplicates = [p for p in problems_of(out) if "used twice" in p]
+    assert duplicates == ["%s: record 1 (id %d) at byte %d: id %d is used twice in train (also in %s)"
+                          % (third["rec"], taken, offset, taken, first["rec"])]
+
+
+def test_an_id_used_twice_within_one_shard_names_that_shard(damaged):
+    out, manifest = damaged
+    shard = manifest["splits"]["validation"]["shards"][0]
+    index = index_of(out, shard)
+    set_record_id(out, shard, 2, index[0][0])
+    problems = problems_of(out)
+    assert "%s: record 2 (id %d) at byte %d: id %d is used twice in validation (also in %s)" % (
+        shard["rec"], index[0][0], index[2][1], index[0][0], shard["rec"]) in problems
+    # an unsound split: its totals are not compared (the duplicate is the problem, not the counts)
+    assert not any(p.startswith("manifest.json: split validation") for p in problems), problems
+
+
+def test_split_totals_class_counts_and_list_are_checked_against_the_records(damaged):
+    out, manifest = damaged
+    train = manifest["splits"]["train"]
+    first_class = manifest["classes"][0]
+    lst = (out / train["lst"]).read_text().splitlines(keepends=True)
+    rid, label, rel = lst[1].rstrip("\n").split("\t")
+    lst[1] = "%s\t%s\t%s\n" % (rid, "4.000000" if float(label) != 4 else "3.000000", rel)
+    (out / train["lst"]).write_text("".join(lst))
+
+    def change(doc):
+        doc["splits"]["train"]["records"] = 99
+        doc["class_counts"]["train"][first_class] = 1
+
+    rewrite_manifest(out, change)
+    total = sum(s["records"] for s in train["shards"])
+    found = manifest["class_counts"]["train"][first_class]
+    assert problems_of(out) == [
+        "manifest.json: split train: 99 records listed, %d found in its shards" % total,
+        "manifest.json: split train, class %s: 1 records listed in class_counts, %d found" % (first_class, found),
+        "%s: id %s: label %s in the list, %g in the records" % (
+            train["lst"], rid, "4" if float(label) != 4 else "3", float(label)),
+    ]
+
+
+def test_a_split_with_a_missing_shard_skips_its_totals_but_checks_its_merged_index(damaged):
+    out, manifest = damaged
+    train = manifest["splits"]["train"]
+    shard = train["shards"][1]
+    (out / shard["rec"]).unlink()
+    rewrite_manifest(out, lambda doc: doc["splits"]["train"].__setitem__("records", 99))
+    # The merged index is still checked against the missing shard's own .idx: it agrees.
+    assert problems_of(out) == ["%s: missing (listed in manifest.json)" % shard["rec"]]
+    (out / shard["idx"]).unlink()
+    problems = problems_of(out)
+    assert problems[:2] == ["%s: missing (listed in manifest.json)" % shard["rec"],
+                            "%s: missing (listed in manifest.json)" % shard["idx"]]
+    # without either file, the merged index holds lines for records no shard accounts for
+    assert len(problems) == 3 and problems[2].startswith("%s: line " % train["merged_idx"]), problems
+
+
+def test_manifest_record_count_of_a_shard_is_checked(damaged):
+    out, manifest = damaged
+    shard = manifest["splits"]["train"]["shards"][2]
+    rewrite_manifest(out, lambda doc: doc["splits"]["train"]["shards"][2].__setitem__("records", 99))
+    assert problems_of(out) == ["%s: holds %d records, manifest.json says 99" % (shard["rec"], shard["records"])]
+
+
 def test_not_a_folder_is_a_usage_error(tmp_path):
     proc = run_verify(tmp_path / "nowhere")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: %s is not a folder" % (tmp_path / "nowhere")
