@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ import uuid
 from imgrec import storage
 from imgrec.layout import WORK
 from imgrec.summary import human_bytes
+from imgrec.workrecords import Heartbeat, WorkRecordError
 
 PROGRESS_DIR = WORK + "/progress"
 PLAN = WORK + "/plan.json"
@@ -43,9 +45,7 @@ class ProgressWriter:
         if force or now - self._last >= self._interval:
             self._last = now
             try:
-                storage.write_text(
-                    self._uri, json.dumps({"images": self.images, "bytes": self.bytes, "errors": self.errors})
-                )
+                storage.write_text(self._uri, json.dumps(Heartbeat(self.images, self.bytes, self.errors).to_json()))
             except (OSError, storage.StorageError) as exc:  # progress must never fail the job
                 LOG.debug("progress heartbeat not written: %s", exc)
 
@@ -55,7 +55,8 @@ def format_eta(seconds: float) -> str:
     return "%d:%02d:%02d" % (seconds // 3600, seconds % 3600 // 60, seconds % 60)
 
 
-def progress_line(done: int, total: int | None, nbytes: int, errors: int, elapsed: float) -> str:
+def progress_parts(done: int, total: int | None, nbytes: int, errors: int, elapsed: float) -> list[str]:
+    """The fields of the progress line, most important first."""
     rate = done / elapsed if elapsed > 0 else 0.0
     if total:
         pct = min(100.0, 100.0 * (done + errors) / total)
@@ -68,7 +69,37 @@ def progress_line(done: int, total: int | None, nbytes: int, errors: int, elapse
         head = "[%3.0f%%] %d/%d images" % (pct, min(done, total), total)
     else:
         head, eta = "[ listing ] %d images" % done, "?"
-    return "%s | %.0f img/s | %s written | %d skipped | ETA %s" % (head, rate, human_bytes(nbytes), errors, eta)
+    return [head, "ETA %s" % eta, "%.0f img/s" % rate, "%d skipped" % errors, "%s written" % human_bytes(nbytes)]
+
+
+_ORDER = (0, 2, 4, 3, 1)  # the order the fields are shown in: head, rate, written, skipped, ETA
+
+
+def fit_line(parts: list[str], width: int | None) -> str:
+    """The fields joined in display order, dropping the least important ones until the line fits ``width``
+    columns (None: no limit); a line that still does not fit is cut, so a redrawn bar never wraps."""
+    keep = len(parts)
+    while True:
+        line = " | ".join(parts[i] for i in _ORDER if i < keep)
+        if width is None or len(line) <= width or keep == 1:
+            break
+        keep -= 1
+    return line if width is None else line[: max(width, 0)]
+
+
+def progress_line(done: int, total: int | None, nbytes: int, errors: int, elapsed: float,
+                  width: int | None = None) -> str:
+    return fit_line(progress_parts(done, total, nbytes, errors, elapsed), width)
+
+
+def terminal_width(stream) -> int:
+    """Columns of the terminal behind ``stream``, less one (a line that fills the last column wraps on some
+    terminals); 80 when it cannot be told."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        columns = 0
+    return (columns or 80) - 1
 
 
 class _ClearLine(logging.Filter):
@@ -136,12 +167,12 @@ class ProgressMonitor:
             if storage.is_temp_name(rel):
                 continue
             try:
-                d = json.loads(storage.read_text(storage.join(folder, rel)))
-            except (OSError, ValueError, storage.StorageError):
-                continue
-            images += d["images"]
-            nbytes += d["bytes"]
-            errors += d["errors"]
+                beat = Heartbeat.from_json(json.loads(storage.read_text(storage.join(folder, rel))))
+            except (OSError, ValueError, KeyError, TypeError, WorkRecordError, storage.StorageError):
+                continue  # being written, or left by another version: the next poll counts it
+            images += beat.images
+            nbytes += beat.bytes
+            errors += beat.errors
         if self._total is None:
             try:
                 plan = json.loads(storage.read_text(storage.join(self._output, PLAN)))
@@ -155,7 +186,8 @@ class ProgressMonitor:
             images, nbytes, errors = counts if counts is not None else self._read()
         except (OSError, storage.StorageError):
             return
-        line = progress_line(images, self._total, nbytes, errors, time.monotonic() - self._start)
+        width = terminal_width(self._stream) if self._tty else None  # read each time: the window may be resized
+        line = progress_line(images, self._total, nbytes, errors, time.monotonic() - self._start, width)
         self.last_line = line
         if self._tty:
             self._stream.write("\r" + line + "\x1b[K")

@@ -1,10 +1,13 @@
 """Progress lines, metrics counters, the summary and --quiet."""
 
 import os
+import fcntl
 import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 
 from conftest import REPO, SAMPLE, load_manifest, run_cli
 from imgrec.progress import format_eta, progress_line
@@ -19,6 +22,18 @@ def test_progress_line_shows_counts_rate_bytes_errors_and_eta():
     assert progress_line(1, 20000, 100, 0, 0.5).endswith("ETA ?")
     assert progress_line(200, 20000, 100, 0, 2.0).endswith("ETA 0:03:18")
     assert format_eta(3725) == "1:02:05"
+
+
+def test_progress_line_fits_the_width_dropping_the_least_useful_fields_first():
+    full = progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0)
+    assert progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0, width=len(full)) == full
+    for width in range(1, len(full)):
+        line = progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0, width=width)
+        assert len(line) <= width, (width, line)
+    # bytes written go first, then skipped, then the rate; the ETA stays beside the count longest
+    assert progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0, width=60) == "[ 26%] 50/200 images | 5 img/s | 2 skipped | ETA 0:00:29"
+    assert progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0, width=40) == "[ 26%] 50/200 images | ETA 0:00:29"
+    assert progress_line(50, 200, 3 * 1024 * 1024, 2, 10.0, width=10) == "[ 26%] 50/"
 
 
 def test_progress_reaches_100_percent_and_metrics_match_manifest(tmp_path):
@@ -36,9 +51,10 @@ def test_progress_reaches_100_percent_and_metrics_match_manifest(tmp_path):
     assert metrics["images_listed"] == 30
 
 
-def test_progress_redraws_one_line_on_a_terminal(tmp_path):
-    out = tmp_path / "out"
+def _run_on_a_terminal(out, columns=None):
     master, slave = pty.openpty()
+    if columns is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.run", "--input", str(SAMPLE), "--output", str(out), "--images-per-shard", "2"],
         cwd=REPO, stdin=slave, stdout=subprocess.DEVNULL, stderr=slave,
@@ -54,8 +70,13 @@ def test_progress_redraws_one_line_on_a_terminal(tmp_path):
             break
         chunks.append(data)
     proc.wait()
-    text = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_redraws_one_line_on_a_terminal(tmp_path):
+    rc, text = _run_on_a_terminal(tmp_path / "out")
+    assert rc == 0
     assert "\r[100%] 30/30 images" in text
     # a shard's log line never lands on the bar's row: the bar is erased first
     shard_lines = [m.start() for m in re.finditer(r"\d{4}-\d\d-\d\d [\d:,]+ INFO transforms.write_recordio: shard ", text)]
@@ -96,3 +117,12 @@ def test_workers_log_a_line_per_finished_shard(tmp_path):
     lines = re.findall(r"shard (train|validation) (\d+)/(\d+) written: (\d+) images", proc.stderr)
     assert len(lines) == sum(len(s["shards"]) for s in m["splits"].values())
     assert sum(int(n) for *_, n in lines) == 30
+
+
+def test_progress_bar_never_wraps_on_a_narrow_terminal(tmp_path):
+    rc, text = _run_on_a_terminal(tmp_path / "out", columns=40)
+    assert rc == 0
+    bars = [b.split("\x1b[K")[0] for b in text.split("\r") if b.startswith("[")]
+    assert bars, repr(text[-500:])
+    assert all(len(b) <= 39 for b in bars), [b for b in bars if len(b) > 39]
+    assert "[100%] 30/30 images | ETA 0:00:00" in bars
