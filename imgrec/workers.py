@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import tempfile
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ _INIT: Callable[[], None] | None = None
 def _worker_start(init: Callable[[], None] | None) -> None:
     # Ctrl-C is the launcher's to handle: a worker that died of it would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _REAL_STDERR is not None:  # forked while the parent's stderr was caught: the worker's own is the real one
+        os.dup2(_REAL_STDERR, 2)
+        os.close(_REAL_STDERR)
     _die_with_parent()
     if init is not None:
         init()
@@ -148,6 +152,8 @@ class WorkerPool:
                 self.processes, mp_context=multiprocessing.get_context("fork"),
                 initializer=_worker_start, initargs=(init,),
             )
+            with _fork_notes_kept_off_stderr():
+                self._pool.submit(int)  # with "fork", the first submit starts every worker, now
         else:
             self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="imgrec-work")
 
@@ -247,6 +253,35 @@ def close_shared_pools() -> None:
 
 
 _DIED = "a worker process died while converting (killed, out of memory, or a crash in a native library)"
+
+
+_FORK_NOTE = b"fork_posix.cc"
+_REAL_STDERR: int | None = None  # the parent's stderr while it is caught around a fork
+
+
+@contextlib.contextmanager
+def _fork_notes_kept_off_stderr():
+    """While workers are forked: keep gRPC's "Other threads are currently calling into gRPC, skipping fork()
+    handlers" lines off the terminal (gRPC writes one per fork once a Beam pipeline of the host has started its
+    threads; the workers never use gRPC). Whatever else reaches stderr meanwhile is passed on afterwards."""
+    if "grpc" not in sys.modules:
+        yield
+        return
+    global _REAL_STDERR
+    sys.stderr.flush()
+    saved = _REAL_STDERR = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            _REAL_STDERR = None
+            caught.seek(0)
+            kept = b"".join(line for line in caught if _FORK_NOTE not in line)
+            if kept:
+                os.write(2, kept)
 
 
 def _can_fork() -> bool:

@@ -230,3 +230,38 @@ def test_plan_with_dedup_and_exclusion(tmp_path):
     assert len([p for p in paths if p.startswith("z/copy")]) == 1 and len([p for p in paths if p.startswith("z/other")]) == 1
     _, groups = shardplan.select_refs([new], 0, 1 << 64, shardplan.RefFilter(dedup=False))
     assert sorted(len(g) for g in groups) == [2, 3]
+
+
+_FORK_UNDER_GRPC = r"""
+import os, sys
+from concurrent import futures
+import grpc
+server = grpc.server(futures.ThreadPoolExecutor(2))  # gRPC threads running, as after a host's Beam pipeline
+server.add_insecure_port("127.0.0.1:0")
+server.start()
+from imgrec import workers
+
+def task(n):
+    os.write(2, b"worker line %d\n" % n)
+    return workers.Part([b"x" * n], n, n)
+
+with workers.WorkerPool(processes=2) as pool:
+    for part in pool.map(task, [1, 2, 3]):
+        part.release()
+print("parent line", file=sys.stderr)
+server.stop(0)
+"""
+
+
+def test_forking_workers_under_grpc_keeps_its_notes_off_stderr_and_the_workers_stderr_on():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-c", _FORK_UNDER_GRPC], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "fork_posix" not in proc.stderr and "skipping fork() handlers" not in proc.stderr, proc.stderr
+    assert all("worker line %d" % n in proc.stderr for n in (1, 2, 3)), proc.stderr
+    assert "parent line" in proc.stderr
