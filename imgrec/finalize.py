@@ -203,6 +203,8 @@ def _assemble_split(options, layout, got: Gathered, split, old_doc, counts, edge
             crashpoints.reached("writing-lists")
         for rec in got.shards.get(split, []):
             got.errors.extend(rec.errors)
+            # every planned id is given out once, a skipped image's too: the next increment starts after them
+            next_id = max(next_id, rec.first_id + rec.planned)
             if drop_empty and rec.records == 0:
                 storage.delete(storage.join(out, rec.rec))
                 storage.delete(storage.join(out, rec.idx))
@@ -211,7 +213,6 @@ def _assemble_split(options, layout, got: Gathered, split, old_doc, counts, edge
                 fields = line.rstrip("\n").split("\t")
                 lst_f.write(line.encode("utf-8", "surrogateescape"))
                 merged_f.write(b"%s\t%d\n" % (fields[0].encode(), base + offset))
-                next_id = max(next_id, int(fields[0]) + 1)
                 for class_id in decode_label([float(v) for v in fields[1:-1]], options.label_format, options.label_pad):
                     counts[classes[class_id]] = counts.get(classes[class_id], 0) + 1
             for edge, n in rec.shorter_edges.items():

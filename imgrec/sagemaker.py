@@ -168,7 +168,7 @@ def sagemaker_document(
             "class-ids records pad to a fixed width; SageMaker's default multi-label layout is multi-hot "
             "(--label-format multi-hot)"
         )
-    several_shards = any(len(doc_.get("shards", [])) > 1 for doc_ in splits.values())
+    several_shards = any(len(splits[split].get("shards", [])) > 1 for split in channels)  # test is no channel
     if several_shards and not splits.get("train", {}).get("single_file"):
         notes.append("SageMaker's documentation asks for one .rec per channel: --single-file writes one")
     doc["notes"] = notes

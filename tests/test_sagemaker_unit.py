@@ -151,8 +151,6 @@ def test_no_validation_split_is_pointed_out():
     assert not any("--val-ratio" in n for n in document()["notes"])
 
 
-@pytest.mark.xfail(strict=True, reason="the 'one .rec per channel' note also counts the held-out test split's "
-                                       "shards, though that split is no channel")
 def test_several_shards_of_the_test_split_alone_ask_for_no_single_file():
     doc = document({"train": split(10), "validation": split(2), "test": split(30, 4)})
     assert not any("one .rec per channel" in n for n in doc["notes"])
