@@ -34,7 +34,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from imgrec import crashpoints, findings, shardplan, storage
@@ -77,9 +77,9 @@ class Gathered:
     plan: Plan
     classes: list[str]
     label_width: int
-    shards: dict[str, list[ShardRecord]]  # by split, in shard order
+    shards: dict[str, list[ShardRecord]]  # by split, in shard order (without .lst lines and offsets)
     report_counts: dict[str, int]
-    report_items: list[dict]
+    report_lines: list[str]  # report.jsonl's lines (without newlines), in order
     errors: list[ErrorRecord] = field(default_factory=list)  # every skipped input
     listed: int = 0  # images taken in by this run
     ignored: int = 0  # files without an image extension
@@ -97,10 +97,29 @@ def load_plan(output: str) -> tuple[Plan, list[str], int, list[str]]:
 
 
 def gather(options: ConvertOptions, layout: Layout, previous: Previous | None = None) -> Gathered:
-    """Read the plan, each planned shard's completion record and the report; raises IncompleteError on a gap."""
+    """Read the plan, each planned shard's completion record and the report; raises IncompleteError on a gap.
+
+    Memory stays small whatever the number of images: a shard's records (its .lst lines and
+    offsets) are read again when its split is assembled, and report items are kept as lines.
+    """
     out = options.output
+    counts: dict[str, int] = {}
+    entries: list[tuple[str, str, str, str]] = []  # findings.report_entry of each report item
+    error_items: list[dict] = []  # skipped inputs, for errors.jsonl
+
+    def take(item: dict) -> None:
+        kind = item["kind"]
+        if kind in (findings.ERROR, findings.SKIPPED):
+            error_items.append(item)
+        if kind != findings.SKIPPED:
+            entries.append(findings.report_entry(item))
+
     try:
-        counts, items = findings.read_report(out)
+        for fragment in findings.iter_fragments(out):
+            for kind, n in fragment.counts.items():
+                counts[kind] = counts.get(kind, 0) + n
+            for item in fragment.items:
+                take(item)
     except FileNotFoundError:
         raise IncompleteError("the report fragments under %s/%s are missing: the job did not finish"
                               % (out, findings.REPORT_DIR)) from None
@@ -112,28 +131,41 @@ def gather(options: ConvertOptions, layout: Layout, previous: Previous | None = 
     shards: dict[str, list[ShardRecord]] = {}
     for task in plan.all_tasks():
         uri = storage.join(out, layout.shard_record(task.split, task.shard, task.shards))
-        what = "shard %d of %s" % (task.shard, task.split)
-        try:
-            record = ShardRecord.loads(storage.read_text(uri))
-        except FileNotFoundError:
-            raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
-        except (ValueError, KeyError, TypeError, WorkRecordError) as exc:
-            raise IncompleteError("%s cannot be read (%s): %s did not finish" % (uri, exc, what)) from None
+        record = _read_shard_record(uri, "shard %d of %s" % (task.shard, task.split))
         if record.planned != task.records:
-            raise IncompleteError("%s holds %d planned images, the plan says %d" % (what, record.planned, task.records))
-        shards.setdefault(task.split, []).append(record)
-    for record in (r for recs in shards.values() for r in recs):  # found while writing: identical files
-        for item in record.findings:
-            items.append(item)
+            raise IncompleteError("shard %d of %s holds %d planned images, the plan says %d"
+                                  % (task.shard, task.split, record.planned, task.records))
+        for item in record.findings:  # found while writing: identical files
+            take(item)
             counts[item["kind"]] = counts.get(item["kind"], 0) + 1
-    items.sort(key=findings.sort_key)
+        # without its lines and offsets (read again by assemble_splits)
+        shards.setdefault(task.split, []).append(replace(record, offsets=(), lst=(), findings=()))
+    entries.sort()
+    error_items.sort(key=findings.sort_key)
     got = Gathered(plan, classes, width, shards, dict(sorted(counts.items())), [], warnings=plan_warnings)
-    got.errors = [findings.to_error(i) for i in items if i["kind"] in (findings.ERROR, findings.SKIPPED)]
-    got.report_items = [i for i in items if i["kind"] != findings.SKIPPED]
+    got.errors = [findings.to_error(i) for i in error_items]
+    got.report_lines = [entry[3] for entry in entries]
     got.report_counts = {k: n for k, n in got.report_counts.items() if k not in (findings.SKIPPED, findings.IMAGES)}
     got.listed = counts.get(findings.IMAGES, 0)
     got.ignored = counts.get(findings.IGNORED, 0)
     return got
+
+
+def _read_shard_record(uri: str, what: str) -> ShardRecord:
+    try:
+        return ShardRecord.loads(storage.read_text(uri))
+    except FileNotFoundError:
+        raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
+    except (ValueError, KeyError, TypeError, WorkRecordError) as exc:
+        raise IncompleteError("%s cannot be read (%s): %s did not finish" % (uri, exc, what)) from None
+
+
+def _full_record(out: str, layout: Layout, rec: ShardRecord) -> ShardRecord:
+    """``rec`` with its .lst lines and offsets (``gather`` keeps records without them)."""
+    if rec.lst or not rec.records:
+        return rec
+    uri = storage.join(out, layout.shard_record(rec.split, rec.shard, rec.shards))
+    return _read_shard_record(uri, "shard %d of %s" % (rec.shard, rec.split))
 
 
 def check_found_images(options: ConvertOptions, got: Gathered) -> None:
@@ -209,7 +241,8 @@ def _assemble_split(options, layout, got: Gathered, split, old_doc, counts, edge
                 storage.delete(storage.join(out, rec.rec))
                 storage.delete(storage.join(out, rec.idx))
                 continue
-            for line, offset in zip(rec.lst, rec.offsets):
+            full = _full_record(out, layout, rec)
+            for line, offset in zip(full.lst_lines(), full.offsets):
                 fields = line.rstrip("\n").split("\t")
                 lst_f.write(line.encode("utf-8", "surrogateescape"))
                 merged_f.write(b"%s\t%d\n" % (fields[0].encode(), base + offset))
@@ -257,7 +290,7 @@ def write_side_files(options: ConvertOptions, got: Gathered, expected_report: bo
     for rel, text in class_files(got.classes).items():
         storage.write_text(storage.join(out, rel), text)
     if expected_report:
-        storage.write_text(storage.join(out, REPORT), findings.to_jsonl(got.report_items))
+        storage.write_text(storage.join(out, REPORT), "".join(line + "\n" for line in got.report_lines))
     got.errors.sort(key=lambda e: (e.path, e.stage, e.reason))
     storage.write_text(storage.join(out, ERRORS), to_jsonl(got.errors))
     inputs = got.listed + sum(1 for e in got.errors if e.stage == STAGE_LIST)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from imgrec import storage
 from imgrec.errors import STAGE_LIST, ErrorRecord
@@ -100,12 +100,29 @@ def sort_key(item: dict):
     return (item.get("kind", ""), item.get("path") or "\0".join(item.get("paths", [])), json.dumps(item, sort_keys=True))
 
 
+def report_entry(item: dict) -> tuple[str, str, str, str]:
+    """An item as the finaliser holds it until the report is written: ``sort_key``'s fields, then its line.
+
+    A few strings instead of a dict of lists: a collection with many identical files has
+    as many items, and the finaliser holds them all to sort them.
+    """
+    line = json.dumps(item, ensure_ascii=False, sort_keys=True)
+    plain = json.dumps(item, sort_keys=True)
+    return (item.get("kind", ""), item.get("path") or "\0".join(item.get("paths", [])),
+            line if plain == line else plain, line)
+
+
+def iter_fragments(output: str) -> Iterator[ReportFragment]:
+    """Each report fragment in turn (FileNotFoundError when one is missing)."""
+    for index in range(FRAGMENTS):
+        yield ReportFragment.from_json(json.loads(storage.read_text(storage.join(output, fragment_path(index)))))
+
+
 def read_report(output: str) -> tuple[dict[str, int], list[dict]]:
     """All fragments merged: counts per kind and the sorted items; FileNotFoundError when one is missing."""
     counts: dict[str, int] = {}
     items: list[dict] = []
-    for index in range(FRAGMENTS):
-        doc = ReportFragment.from_json(json.loads(storage.read_text(storage.join(output, fragment_path(index)))))
+    for doc in iter_fragments(output):
         for kind, n in doc.counts.items():
             counts[kind] = counts.get(kind, 0) + n
         items.extend(doc.items)

@@ -27,6 +27,7 @@ import os
 import pickle
 import queue
 import threading
+from array import array
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -287,6 +288,9 @@ def write_part(job: PartJob) -> Part:
         lst.append("%d\t%s\t%s\n" % (record_id, columns, ref.relpath))  # format_lst_line's, its label cached
         if edge:
             edges[str(edge)] = edges.get(str(edge), 0) + 1
+    # compact for the trip back and the shard's bookkeeping: one string of lines, arrays of ints
+    meta.lst = ["".join(lst)] if lst else []
+    meta.ids, meta.offsets = array("q", ids), array("q", offsets)
     return Part(pieces, pos, meta)
 
 
@@ -437,8 +441,9 @@ class _Shard:
         self._sink = _Sink(f)
         self.base = 0
         self.part_digests: list[str] = []
-        self.ids: list[int] = []
-        self.offsets: list[int] = []
+        # a shard can hold hundreds of thousands of small images: ints in arrays, .lst lines as one string per part
+        self.ids = array("q")
+        self.offsets = array("q")
         self.lst: list[str] = []
         self.errors: list[ErrorRecord] = []
         self.edges: dict[str, int] = {}
@@ -449,7 +454,7 @@ class _Shard:
         base = self.base
         self.part_digests.append(meta.digest)
         self.ids.extend(meta.ids)
-        self.offsets.extend(base + o for o in meta.offsets)
+        self.offsets.extend(array("q", (base + o for o in meta.offsets)) if base else meta.offsets)
         self.lst.extend(meta.lst)
         self.errors.extend(meta.errors)
         for edge, n in meta.edges.items():
@@ -469,9 +474,9 @@ class _Shard:
                            "".join(recordio.format_idx_line(i, o) for i, o in zip(self.ids, self.offsets)))
         digest = self.digest or shard_digest(self.spec, work, self.part_digests)
         record = ShardRecord(
-            work.split, work.shard, work.shards, self.rec_rel, self.idx_rel, len(self.lst), work.planned, self.base,
-            sha, digest, work.first_id, tuple(self.offsets), tuple(self.lst), tuple(self.errors), dict(self.edges),
-            tuple(self.findings),
+            work.split, work.shard, work.shards, self.rec_rel, self.idx_rel, len(self.offsets), work.planned,
+            self.base, sha, digest, work.first_id, self.offsets, tuple(self.lst), tuple(self.errors),
+            dict(self.edges), tuple(self.findings),
         )
         storage.write_text(self.record_uri, record.dumps())
         crashpoints.reached("shard-recorded")
@@ -525,6 +530,7 @@ def write_shards(
             record = current.finish()
             current = None
             yield record
+            del record  # a shard's bookkeeping is freed before the next shard's grows
     finally:
         if current is not None:
             current.abort()

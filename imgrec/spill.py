@@ -27,7 +27,7 @@ from imgrec.errors import ErrorRecord, UsageError
 from imgrec.options import ConvertOptions
 from imgrec.planning import image_key
 from imgrec.shardplan import Plan, RefFilter, plan_shards
-from imgrec.workers import Part
+from imgrec.workers import Part, trim_heap
 
 # Refs per run file: a run is sorted in memory before it is written.
 RUN_REFS = 1 << 16
@@ -114,6 +114,8 @@ def spill(job: SpillJob) -> Part:
             batch = []
     if batch:
         _flush(job.scratch, batch, summary)
+    del batch, source
+    trim_heap()
     summary.findings.append(items.Finding(findings.IMAGES, summary.refs))
     return Part(meta=summary)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
+import gc
 import logging
 import mmap
 import multiprocessing
@@ -152,8 +153,14 @@ class WorkerPool:
                 self.processes, mp_context=multiprocessing.get_context("fork"),
                 initializer=_worker_start, initargs=(init,),
             )
-            with _fork_notes_kept_off_stderr():
-                self._pool.submit(int)  # with "fork", the first submit starts every worker, now
+            # The job's objects as they are now are never scanned by a worker's garbage collector: a scan
+            # writes to every object and so copies the parent's whole heap into each worker.
+            gc.freeze()
+            try:
+                with _fork_notes_kept_off_stderr():
+                    self._pool.submit(int)  # with "fork", the first submit starts every worker, now
+            finally:
+                gc.unfreeze()
         else:
             self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="imgrec-work")
 
@@ -255,6 +262,23 @@ def close_shared_pools() -> None:
 _DIED = "a worker process died while converting (killed, out of memory, or a crash in a native library)"
 
 
+def trim_heap() -> None:
+    """Give the heap's free memory back to the system (glibc's malloc_trim) after a task that built and dropped
+    a large structure (a folder's refs): the writer keeps freed memory otherwise (``images.tune_for_threads``),
+    and every worker process would hold its largest listing for the rest of the job."""
+    global _LIBC
+    try:
+        if _LIBC is None:
+            import ctypes
+            import ctypes.util
+
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+_LIBC = None
 _FORK_NOTE = b"fork_posix.cc"
 _REAL_STDERR: int | None = None  # the parent's stderr while it is caught around a fork
 

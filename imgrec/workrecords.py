@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, Mapping, Sequence
 
 from imgrec import storage
 from imgrec.errors import ErrorRecord, from_json as error_from_json
@@ -39,7 +39,7 @@ def _check_version(cls, d: Mapping) -> None:
 class ShardRecord:
     """A written shard: where it is, what it holds, and what it was made from (for --resume)."""
 
-    VERSION = 2
+    VERSION = 3  # 3: .lst lines in chunks
 
     split: str
     shard: int
@@ -52,20 +52,26 @@ class ShardRecord:
     sha256: str
     digest: str  # what it was made from (images, versions, first id, options): compared by --resume
     first_id: int = 0
-    offsets: tuple[int, ...] = ()  # byte offset of each record in the .rec
-    lst: tuple[str, ...] = ()  # the .lst line of each record, in order
+    offsets: Sequence[int] = ()  # byte offset of each record in the .rec (a tuple, or an array of int64)
+    lst: tuple[str, ...] = ()  # the .lst lines of the records, in order, in chunks of one or more whole lines
     errors: tuple[ErrorRecord, ...] = ()  # inputs of this shard that were skipped
     shorter_edges: dict[str, int] = field(default_factory=dict)  # shorter image side -> images
     findings: tuple[dict, ...] = ()  # report items found while writing (identical files)
     resumed: bool = False  # kept from an earlier run by --resume (never stored as True)
 
+    def lst_lines(self) -> Iterator[str]:
+        """The .lst line of each record, in order (each ending in a newline)."""
+        for chunk in self.lst:
+            yield from chunk.splitlines(keepends=True)
+
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("resumed")
+        # field by field, not asdict(): that would deep-copy a shard's hundreds of thousands of lines and offsets
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "resumed"}
         d["version"] = self.VERSION
-        d["offsets"] = list(self.offsets)
+        d["offsets"] = self.offsets.tolist() if hasattr(self.offsets, "tolist") else list(self.offsets)
         d["lst"] = list(self.lst)
         d["errors"] = [e.to_json() for e in self.errors]
+        d["shorter_edges"] = dict(self.shorter_edges)
         d["findings"] = list(self.findings)
         return d
 

@@ -145,7 +145,7 @@ def test_resume_redoes_a_shard_whose_input_changed_in_place(tmp_path):
     crash("--input", root, "--output", out, *ARGS, point="before-manifest")
     records = {json.loads(p.read_text())["rec"]: json.loads(p.read_text()) for p in (out / "_work" / "shards").glob("*.json")}
     victim_rel = "cat/cat_00.jpg"
-    victim_shard = next(rel for rel, r in records.items() if any(l.endswith("\t" + victim_rel + "\n") for l in r["lst"]))
+    victim_shard = next(rel for rel, r in records.items() if any(("\t" + victim_rel + "\n") in chunk for chunk in r["lst"]))
     inodes = {rel: (out / rel).stat().st_ino for rel in records}
 
     victim = root / victim_rel

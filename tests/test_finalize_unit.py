@@ -388,7 +388,8 @@ def test_gather_merges_the_report_and_the_findings_of_the_shard_records(tmp_path
 
     assert got.classes == CLASSES and got.listed == 2 and got.ignored == 2
     assert [r.rec for r in got.shards["train"]] == ["train/data-00000-of-00001.rec"]
-    assert got.report_items == [identical, unlisted], "sorted by kind; skipped inputs are not report items"
+    assert [json.loads(line) for line in got.report_lines] == [identical, unlisted], \
+        "sorted by kind; skipped inputs are not report items"
     assert got.report_counts == {findings.DUPLICATE: 1, findings.IGNORED: 2, findings.UNLISTED: 1}
     assert got.errors == [LIST_SKIP]
 
@@ -406,9 +407,11 @@ def test_assemble_splits_offsets_continue_across_shards(tmp_path, out):
     train = done.splits["train"]
     shard0 = (out / train["shards"][0]["rec"]).stat().st_size
     merged = recordio.parse_idx((out / train["merged_idx"]).read_text())
-    second = got.shards["train"][1]
+    light = got.shards["train"][1]
+    assert not light.lst and not light.offsets, "gather keeps no shard's lines: they are read again per split"
+    second = ShardRecord.loads((out / layout.shard_record(light.split, light.shard, light.shards)).read_text())
     assert merged[-len(second.offsets):] == [(int(line.split("\t")[0]), shard0 + offset)
-                                             for line, offset in zip(second.lst, second.offsets)]
+                                             for line, offset in zip(second.lst_lines(), second.offsets)]
     check_split_files(out, train)
     assert done.edges_by_split["test"] == {20: 1} and done.unsplit_edges == {}
     assert sorted(e.path for e in got.errors) == ["cat/broken.jpg", "dog/empty.jpg"], "shard errors join the report's"
