@@ -72,7 +72,7 @@ def test_resume_redoes_a_shard_whose_s3_input_changed_in_place(tmp_path, s3_clie
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     records = [json.loads(p.read_text()) for p in (out / "_work" / "shards").glob("*.json")]
     victim = "cat/cat_00.jpg"
-    shard = next(r["rec"] for r in records if any(line.endswith("\t%s\n" % victim) for line in r["lst"]))
+    shard = next(r["rec"] for r in records if any(("\t%s\n" % victim) in chunk for chunk in r["lst"]))
     inodes = {r["rec"]: (out / r["rec"]).stat().st_ino for r in records}
 
     original = (SAMPLE / victim).read_bytes()
