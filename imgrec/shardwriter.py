@@ -58,32 +58,29 @@ def read_input(uri: str, max_bytes: int = 0) -> bytes:
     """
     try:
         return storage.read_bytes(uri, max_bytes)
-    except storage.UnusableFileError as exc:  # not_regular_file, too_large: refused before reading
-        raise images.BadImage(exc.reason, exc.detail) from None
-    except PermissionError:
-        raise images.BadImage("unreadable", "permission denied") from None
-    except FileNotFoundError:
-        raise images.BadImage("missing", "file vanished after listing") from None
-    except IsADirectoryError:
-        raise images.BadImage("unreadable", "is a folder") from None
-    except OSError as exc:
-        raise images.BadImage("unreadable", exc.strerror or str(exc)) from None
+    except (storage.UnusableFileError, OSError) as exc:
+        raise _unreadable(exc) from None
 
 
 def read_local_input(path: str, max_bytes: int = 0) -> bytes:
     """``read_input`` for a local file, without the storage layer's dispatch (every image of a local job)."""
     try:
         return read_local(path, max_bytes)
-    except storage.UnusableFileError as exc:
-        raise images.BadImage(exc.reason, exc.detail) from None
-    except PermissionError:
-        raise images.BadImage("unreadable", "permission denied") from None
-    except FileNotFoundError:
-        raise images.BadImage("missing", "file vanished after listing") from None
-    except IsADirectoryError:
-        raise images.BadImage("unreadable", "is a folder") from None
-    except OSError as exc:
-        raise images.BadImage("unreadable", exc.strerror or str(exc)) from None
+    except (storage.UnusableFileError, OSError) as exc:
+        raise _unreadable(exc) from None
+
+
+def _unreadable(exc: Exception) -> images.BadImage:
+    """Why an input could not be read, as the skip recorded for it."""
+    if isinstance(exc, storage.UnusableFileError):  # not_regular_file, too_large: refused before reading
+        return images.BadImage(exc.reason, exc.detail)
+    if isinstance(exc, PermissionError):
+        return images.BadImage("unreadable", "permission denied")
+    if isinstance(exc, FileNotFoundError):
+        return images.BadImage("missing", "file vanished after listing")
+    if isinstance(exc, IsADirectoryError):
+        return images.BadImage("unreadable", "is a folder")
+    return images.BadImage("unreadable", exc.strerror or str(exc))
 
 
 def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, int]:
