@@ -487,6 +487,8 @@ class WriteToRecordIO(beam.PTransform):
         self._processes = processes
 
     def expand(self, pcoll):
+        # the output is checked and prepared here, in the applying process: with the job's S3 settings
+        WorkerEnv.from_options(self._options).apply()
         options, previous = prepare_job(self._options)
         planner = self._planner if self._planner != AUTO else options.planner
         if planner == AUTO:

@@ -205,3 +205,25 @@ def test_access_denied_inside_workers_is_one_line(moto_endpoint, photos_bucket, 
         # The launcher prints the one line and nothing else about it (worker processes log on their own stderr).
         assert one_line_error(proc) == last
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_write_to_recordio_in_ones_own_pipeline_writes_to_s3(moto_endpoint, s3_client, make_bucket, local_reference):
+    """The library's transform, applied in a test's own pipeline to (uri, label) pairs, with an s3:// output."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from imgrec.env import WorkerEnv
+    from transforms import WriteToRecordIO
+
+    out_bucket = make_bucket("lib")
+    pairs = [(str(p), p.parent.name) for p in sorted(Path(SAMPLE).glob("*/*")) if p.is_file()]
+    options = {"images_per_shard": 4, "train_ratio": 0.6, "val_ratio": 0.2, "test_ratio": 0.2}
+    try:
+        with beam.Pipeline(runner=FnApiRunner()) as p:
+            p | beam.Create(pairs) | WriteToRecordIO("s3://%s/ds/" % out_bucket, input=str(SAMPLE),
+                                                     s3_endpoint_url=moto_endpoint, **options)
+    finally:
+        WorkerEnv().apply()  # this process's S3 settings back to the default
+    got = download_tree(s3_client, out_bucket, "ds")
+    assert_same_dataset(got, local_reference)
+    assert not s3_client.list_multipart_uploads(Bucket=out_bucket).get("Uploads"), "no upload left open"
