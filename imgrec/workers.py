@@ -230,8 +230,14 @@ class WorkerPool:
             with contextlib.suppress(OSError):
                 os.unlink(where)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers: after their running tasks (``wait``), or at once (a failed or interrupted job
+        does not wait for tasks whose results nobody will read)."""
+        if not wait and self.processes:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError, ValueError):
+                    proc.terminate()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self) -> "WorkerPool":
         return self
@@ -252,11 +258,11 @@ def shared_pool(processes: int, threads: int, init: Callable[[], None] | None = 
     return pool
 
 
-def close_shared_pools() -> None:
-    """Stop this process's shared pools (the job is over, or failed)."""
+def close_shared_pools(wait: bool = True) -> None:
+    """Stop this process's shared pools: the job is over (``wait``), or failed or was interrupted (at once)."""
     while _SHARED:
         _, pool = _SHARED.popitem()
-        pool.close()
+        pool.close(wait)
 
 
 _DIED = "a worker process died while converting (killed, out of memory, or a crash in a native library)"

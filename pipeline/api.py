@@ -127,7 +127,7 @@ def run_job(options: ConvertOptions, beam_args: Sequence[str] = (), progress: bo
     finally:
         if monitor is not None:
             monitor.stop(final_counts(manifest))
-        close_shared_pools()
+        close_shared_pools(wait=manifest is not None)
     return manifest
 
 
