@@ -325,6 +325,9 @@ def test_ctrl_c_stops_with_one_line_and_no_manifest(tmp_path):
         [sys.executable, "-m", "pipeline.run", "--input", str(root), "--output", str(out), "--resize", "100",
          "--images-per-shard", "25", "--threads", "1"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: an earlier test may have left SIGINT ignored in this process, and an ignored
+        # signal stays ignored across exec (Python then installs no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     shard_records = out / "_work" / "shards"
     deadline = time.time() + 120
