@@ -35,7 +35,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from imgrec import crashpoints, findings, shardplan, storage
 from imgrec.dataset_warnings import WarningList, empty_classes
@@ -79,7 +79,7 @@ class Gathered:
     label_width: int
     shards: dict[str, list[ShardRecord]]  # by split, in shard order (without .lst lines and offsets)
     report_counts: dict[str, int]
-    report_lines: list[str]  # report.jsonl's lines (without newlines), in order
+    report: findings.ReportItems  # report.jsonl's items (sorted as they are read; close() when done)
     errors: list[ErrorRecord] = field(default_factory=list)  # every skipped input
     listed: int = 0  # images taken in by this run
     ignored: int = 0  # files without an image extension
@@ -100,11 +100,21 @@ def gather(options: ConvertOptions, layout: Layout, previous: Previous | None = 
     """Read the plan, each planned shard's completion record and the report; raises IncompleteError on a gap.
 
     Memory stays small whatever the number of images: a shard's records (its .lst lines and
-    offsets) are read again when its split is assembled, and report items are kept as lines.
+    offsets) are read again when its split is assembled, and report items beyond a few thousand
+    wait in sorted runs on local disk (``findings.ReportItems``).
     """
+    report = findings.ReportItems()
+    try:
+        return _gather(options, layout, previous, report)
+    except BaseException:
+        report.close()
+        raise
+
+
+def _gather(options: ConvertOptions, layout: Layout, previous: Previous | None,
+            report: findings.ReportItems) -> Gathered:
     out = options.output
     counts: dict[str, int] = {}
-    entries: list[tuple[str, str, str, str]] = []  # findings.report_entry of each report item
     error_items: list[dict] = []  # skipped inputs, for errors.jsonl
 
     def take(item: dict) -> None:
@@ -112,7 +122,7 @@ def gather(options: ConvertOptions, layout: Layout, previous: Previous | None = 
         if kind in (findings.ERROR, findings.SKIPPED):
             error_items.append(item)
         if kind != findings.SKIPPED:
-            entries.append(findings.report_entry(item))
+            report.add(item)
 
     try:
         for fragment in findings.iter_fragments(out):
@@ -135,16 +145,14 @@ def gather(options: ConvertOptions, layout: Layout, previous: Previous | None = 
         if record.planned != task.records:
             raise IncompleteError("shard %d of %s holds %d planned images, the plan says %d"
                                   % (task.shard, task.split, record.planned, task.records))
-        for item in record.findings:  # found while writing: identical files
+        for item in _found_while_writing(out, record):  # identical files
             take(item)
             counts[item["kind"]] = counts.get(item["kind"], 0) + 1
         # without its lines and offsets (read again by assemble_splits)
-        shards.setdefault(task.split, []).append(replace(record, offsets=(), lst=(), findings=()))
-    entries.sort()
+        shards.setdefault(task.split, []).append(replace(record, offsets=(), lst=()))
     error_items.sort(key=findings.sort_key)
-    got = Gathered(plan, classes, width, shards, dict(sorted(counts.items())), [], warnings=plan_warnings)
+    got = Gathered(plan, classes, width, shards, dict(sorted(counts.items())), report, warnings=plan_warnings)
     got.errors = [findings.to_error(i) for i in error_items]
-    got.report_lines = [entry[3] for entry in entries]
     got.report_counts = {k: n for k, n in got.report_counts.items() if k not in (findings.SKIPPED, findings.IMAGES)}
     got.listed = counts.get(findings.IMAGES, 0)
     got.ignored = counts.get(findings.IGNORED, 0)
@@ -158,6 +166,27 @@ def _read_shard_record(uri: str, what: str) -> ShardRecord:
         raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
     except (ValueError, KeyError, TypeError, WorkRecordError) as exc:
         raise IncompleteError("%s cannot be read (%s): %s did not finish" % (uri, exc, what)) from None
+
+
+def _found_while_writing(out: str, record: ShardRecord) -> Iterator[dict]:
+    """The report items a shard's writer found (its ``found_file``), one at a time."""
+    if not record.found:
+        return
+    uri = storage.join(out, record.found_file)
+    seen = 0
+    try:
+        with storage.open_read(uri) as f:
+            for line in f:
+                seen += 1
+                yield json.loads(line)
+    except FileNotFoundError:
+        raise IncompleteError("%s is missing: shard %d of %s did not finish" % (uri, record.shard, record.split)) from None
+    except ValueError as exc:
+        raise IncompleteError("%s cannot be read (%s): shard %d of %s did not finish"
+                              % (uri, exc, record.shard, record.split)) from None
+    if seen != record.found:
+        raise IncompleteError("%s holds %d items, its shard's record says %d: shard %d of %s did not finish"
+                              % (uri, seen, record.found, record.shard, record.split))
 
 
 def _full_record(out: str, layout: Layout, rec: ShardRecord) -> ShardRecord:
@@ -284,13 +313,26 @@ def merge_edges(histograms: Sequence[dict[int, int]]) -> dict[int, int]:
 # ---------------------------------------------------------------- the files beside the splits
 
 
+def write_report(uri: str, lines: Iterator[str], block: int = 4096) -> None:
+    """``report.jsonl`` from its lines, streamed (a collection with many identical files has many)."""
+    with storage.atomic_writer(uri) as f:
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= block:
+                f.write(("\n".join(chunk) + "\n").encode("utf-8"))
+                chunk = []
+        if chunk:
+            f.write(("\n".join(chunk) + "\n").encode("utf-8"))
+
+
 def write_side_files(options: ConvertOptions, got: Gathered, expected_report: bool) -> None:
     """``classes.json``, ``labels.txt``, ``report.jsonl`` and ``errors.jsonl``; then the --max-errors check."""
     out = options.output
     for rel, text in class_files(got.classes).items():
         storage.write_text(storage.join(out, rel), text)
     if expected_report:
-        storage.write_text(storage.join(out, REPORT), "".join(line + "\n" for line in got.report_lines))
+        write_report(storage.join(out, REPORT), got.report.lines())
     got.errors.sort(key=lambda e: (e.path, e.stage, e.reason))
     storage.write_text(storage.join(out, ERRORS), to_jsonl(got.errors))
     inputs = got.listed + sum(1 for e in got.errors if e.stage == STAGE_LIST)
@@ -418,6 +460,14 @@ def finalize(
     """
     layout = layout_for(options, previous)
     got = gather(options, layout, previous)
+    try:
+        return _finalize(options, previous, warnings, started, shards_written, layout, got)
+    finally:
+        got.report.close()
+
+
+def _finalize(options: ConvertOptions, previous: Previous | None, warnings: Sequence[str], started: float | None,
+              shards_written: int | None, layout: Layout, got: Gathered) -> dict:
     check_found_images(options, got)
     if previous is not None and not any(r.records for recs in got.shards.values() for r in recs):
         return nothing_new(options, previous, got)

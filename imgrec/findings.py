@@ -17,7 +17,11 @@ Count-only kinds (no items): ``labelled`` (listed images found), ``ignored_non_i
 
 from __future__ import annotations
 
+import heapq
 import json
+import os
+import shutil
+import tempfile
 import zlib
 from typing import Iterable, Iterator
 
@@ -27,6 +31,8 @@ from imgrec.layout import WORK
 from imgrec.workrecords import ReportFragment
 
 REPORT_DIR = WORK + "/report"
+# The finaliser holds at most this many report items in memory; more go to sorted runs on local disk.
+REPORT_ITEMS_HELD = 8192
 # Fragments of the report: the findings are spread over this many writers.
 FRAGMENTS = 16
 
@@ -110,6 +116,62 @@ def report_entry(item: dict) -> tuple[str, str, str, str]:
     plain = json.dumps(item, sort_keys=True)
     return (item.get("kind", ""), item.get("path") or "\0".join(item.get("paths", [])),
             line if plain == line else plain, line)
+
+
+class ReportItems:
+    """``report.jsonl``'s items in bounded memory: an external sort by ``sort_key``.
+
+    A collection with many identical files has as many report items (50,000 in 400,000
+    images), found shard by shard: up to ``held`` are kept (as ``report_entry`` strings),
+    then sorted into a run on local disk; ``lines()`` merges the runs in order.
+    """
+
+    def __init__(self, held: int = REPORT_ITEMS_HELD):
+        self._held = max(1, held)
+        self._entries: list[tuple[str, str, str, str]] = []
+        self._runs: list[str] = []
+        self._dir = ""
+        self.count = 0
+
+    def add(self, item: dict) -> None:
+        self._entries.append(report_entry(item))
+        self.count += 1
+        if len(self._entries) >= self._held:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self._dir:
+            self._dir = tempfile.mkdtemp(prefix="imgrec-report-")
+        self._entries.sort()
+        path = os.path.join(self._dir, "run-%05d.jsonl" % len(self._runs))
+        with open(path, "w", encoding="ascii") as f:  # ASCII JSON: a path's undecodable bytes survive as escapes
+            f.writelines(json.dumps(entry) + "\n" for entry in self._entries)
+        self._runs.append(path)
+        self._entries = []
+
+    def lines(self) -> Iterator[str]:
+        """Every item's JSON line (without its newline), in ``sort_key`` order."""
+        self._entries.sort()
+        streams = [iter(self._entries)] + [_read_run(path) for path in self._runs]
+        for entry in heapq.merge(*streams):
+            yield entry[3]
+
+    @property
+    def runs(self) -> int:
+        """How many sorted runs wait on disk."""
+        return len(self._runs)
+
+    def close(self) -> None:
+        """Remove the runs on disk (the items held are kept)."""
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir, self._runs = "", []
+
+
+def _read_run(path: str) -> Iterator[tuple[str, str, str, str]]:
+    with open(path, encoding="ascii") as f:
+        for line in f:
+            yield tuple(json.loads(line))
 
 
 def iter_fragments(output: str) -> Iterator[ReportFragment]:

@@ -26,6 +26,8 @@ import logging
 import os
 import pickle
 import queue
+import shutil
+import tempfile
 import threading
 from array import array
 from dataclasses import dataclass, field, replace
@@ -208,7 +210,8 @@ class PartMeta:
     lst: list[str] = field(default_factory=list)
     errors: list[ErrorRecord] = field(default_factory=list)
     edges: dict[str, int] = field(default_factory=dict)
-    findings: list[dict] = field(default_factory=list)
+    found: str = ""  # report items found (identical files): JSON lines, ASCII
+    found_count: int = 0
 
 
 def refs_digest(refs: Iterable[runs.RunRef]) -> str:
@@ -243,7 +246,9 @@ def write_part(job: PartJob) -> Part:
     if job.digest_only:
         return Part(meta=meta)
     o = spec.options
-    meta.findings = _identical_findings(groups, job.split, o.dedup)
+    found = _identical_findings(groups, job.split, o.dedup)
+    meta.found = "".join(json.dumps(item, sort_keys=True) + "\n" for item in found)
+    meta.found_count = len(found)
     root, limit = o.input, o.max_file_bytes
     # a local root: paths joined and files read directly (the refs' paths were checked when listed)
     read = read_local_input if root and not storage.is_s3(root) else read_input
@@ -349,6 +354,8 @@ def completed_record(out: str, record_uri: str, digest: str) -> ShardRecord | No
         return None
     if record.digest != digest or not storage.exists(storage.join(out, record.idx)):
         return None
+    if record.found_file and not storage.exists(storage.join(out, record.found_file)):
+        return None
     h = hashlib.sha256()
     size = 0
     try:
@@ -432,6 +439,7 @@ class _Shard:
         self.rec_rel = layout.rec(work.split, work.shard, work.shards)
         self.idx_rel = layout.idx(work.split, work.shard, work.shards)
         self.record_uri = storage.join(out, layout.shard_record(work.split, work.shard, work.shards))
+        self.found_rel = layout.shard_found(work.split, work.shard, work.shards)
         self.digest = digest
         self._stack = contextlib.ExitStack()
         f = self._stack.enter_context(storage.atomic_writer(storage.join(out, self.rec_rel)))
@@ -444,7 +452,10 @@ class _Shard:
         self.lst: list[str] = []
         self.errors: list[ErrorRecord] = []
         self.edges: dict[str, int] = {}
-        self.findings: list[dict] = []
+        # report items found while writing: a collection of many identical files has a great many,
+        # so they wait in a temporary file, not in memory, and are copied beside the record
+        self.found = 0
+        self._found_file = None
 
     def add(self, part: Part) -> None:
         meta: PartMeta = part.meta
@@ -456,7 +467,11 @@ class _Shard:
         self.errors.extend(meta.errors)
         for edge, n in meta.edges.items():
             self.edges[edge] = self.edges.get(edge, 0) + n
-        self.findings.extend(meta.findings)
+        if meta.found_count:
+            if self._found_file is None:
+                self._found_file = self._stack.enter_context(tempfile.TemporaryFile())
+            self._found_file.write(meta.found.encode("ascii"))
+            self.found += meta.found_count
         self.base += part.size
         if part.size:
             self._sink.add(part.data, part.release)
@@ -465,15 +480,19 @@ class _Shard:
 
     def finish(self) -> ShardRecord:
         sha = self._sink.close()
-        self._stack.close()  # the .rec is renamed into place (or its upload completed)
         work, out = self.work, self.spec.options.output
+        if self._found_file is not None:
+            self._found_file.seek(0)
+            with storage.atomic_writer(storage.join(out, self.found_rel)) as f:
+                shutil.copyfileobj(self._found_file, f, 1 << 20)
+        self._stack.close()  # the .rec is renamed into place (or its upload completed)
         storage.write_text(storage.join(out, self.idx_rel),
                            "".join(recordio.format_idx_line(i, o) for i, o in zip(self.ids, self.offsets)))
         digest = self.digest or shard_digest(self.spec, work, self.part_digests)
         record = ShardRecord(
             work.split, work.shard, work.shards, self.rec_rel, self.idx_rel, len(self.offsets), work.planned,
             self.base, sha, digest, work.first_id, self.offsets, tuple(self.lst), tuple(self.errors),
-            dict(self.edges), tuple(self.findings),
+            dict(self.edges), self.found, self.found_rel if self.found else "",
         )
         storage.write_text(self.record_uri, record.dumps())
         crashpoints.reached("shard-recorded")

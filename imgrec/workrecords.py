@@ -5,7 +5,8 @@ TFDS's ``_ShardInfo``) and a ``VERSION``; a record of another version is
 refused with ``WorkRecordError`` instead of being misread. They are the
 protocol between the stages, whichever runner and process runs each stage:
 
-* ``ShardRecord``  ``_work/shards/<split>-<name>.json``: one shard is complete (written last, after its .rec/.idx)
+* ``ShardRecord``  ``_work/shards/<split>-<name>.json``: one shard is complete (written last, after its .rec/.idx
+  and, when its writer found identical files, ``<split>-<name>.found.jsonl``: one report item a line)
 * ``Failure``      ``_work/failures/<id>.json``: why a stage stopped the job, with the exit code for the command
 * ``ReportFragment`` ``_work/report/part-NNNNN-of-00016.json``: findings and counts (every fragment is written)
 * ``Heartbeat``    ``_work/progress/<id>.json``: one writing process's counts so far
@@ -39,7 +40,7 @@ def _check_version(cls, d: Mapping) -> None:
 class ShardRecord:
     """A written shard: where it is, what it holds, and what it was made from (for --resume)."""
 
-    VERSION = 3  # 3: .lst lines in chunks
+    VERSION = 4  # 3: .lst lines in chunks; 4: the report items found while writing in a file of their own
 
     split: str
     shard: int
@@ -56,7 +57,8 @@ class ShardRecord:
     lst: tuple[str, ...] = ()  # the .lst lines of the records, in order, in chunks of one or more whole lines
     errors: tuple[ErrorRecord, ...] = ()  # inputs of this shard that were skipped
     shorter_edges: dict[str, int] = field(default_factory=dict)  # shorter image side -> images
-    findings: tuple[dict, ...] = ()  # report items found while writing (identical files)
+    found: int = 0  # report items found while writing (identical files) ...
+    found_file: str = ""  # ... in this file (relative to the output root), one JSON object a line
     resumed: bool = False  # kept from an earlier run by --resume (never stored as True)
 
     def lst_lines(self) -> Iterator[str]:
@@ -72,7 +74,6 @@ class ShardRecord:
         d["lst"] = list(self.lst)
         d["errors"] = [e.to_json() for e in self.errors]
         d["shorter_edges"] = dict(self.shorter_edges)
-        d["findings"] = list(self.findings)
         return d
 
     @classmethod
@@ -83,7 +84,6 @@ class ShardRecord:
         values["offsets"] = tuple(d.get("offsets", ()))
         values["lst"] = tuple(d.get("lst", ()))
         values["errors"] = tuple(error_from_json(e) for e in d.get("errors", ()))
-        values["findings"] = tuple(d.get("findings", ()))
         return cls(**values)
 
     def dumps(self) -> str:

@@ -165,3 +165,34 @@ def test_resume_redoes_a_shard_whose_input_changed_in_place(tmp_path):
     clean = tmp_path / "clean"
     run_cli("--input", root, "--output", clean, *ARGS)
     assert tree_bytes(out) == tree_bytes(clean)
+
+
+def test_resume_with_check_duplicates_keeps_each_finished_shards_report_items(tmp_path):
+    """What a shard's writer found (identical files) waits beside its record: a kept shard keeps it; a shard
+    whose file of found items is gone is written again; the report is the clean run's either way."""
+    root = tmp_path / "in"
+    shutil.copytree(SAMPLE, root)
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        first = sorted(cls.iterdir())[0]
+        shutil.copy(first, cls / ("copy-" + first.name))  # identical files, same label
+    shutil.copy(root / "cat" / "cat_00.jpg", root / "rocket" / "not-a-rocket.jpg")  # identical, other label
+    args = [*ARGS, "--check-duplicates"]
+    out = tmp_path / "out"
+    crash("--input", root, "--output", out, *args, point="before-manifest")
+    found = sorted((out / "_work" / "shards").glob("*.found.jsonl"))
+    assert len(found) >= 2, "the identical files should be found in several shards"
+    records = {json.loads(p.read_text())["rec"]: json.loads(p.read_text()) for p in (out / "_work" / "shards").glob("*.json")}
+    inodes = {rel: (out / rel).stat().st_ino for rel in records}
+    lost = found[0]
+    lost_rec = next(rel for rel, r in records.items() if r["found_file"] and (out / r["found_file"]) == lost)
+    lost.unlink()
+
+    run_cli("--input", root, "--output", out, *args, "--resume")
+    kept = {rel for rel in records if (out / rel).stat().st_ino == inodes[rel]}
+    assert kept == set(records) - {lost_rec}, "every shard but the one whose found items were lost is kept"
+    clean = tmp_path / "clean"
+    run_cli("--input", root, "--output", clean, *args)
+    assert tree_bytes(out) == tree_bytes(clean)
+    report = (clean / "report.jsonl").read_text().splitlines()
+    kinds = sorted({json.loads(line)["kind"] for line in report})
+    assert kinds == ["duplicate", "label_conflict"], kinds

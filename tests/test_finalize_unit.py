@@ -107,6 +107,14 @@ class Output:
         self.records.append(record)
         return record
 
+    def found_while_writing(self, index: int, items: list[dict]) -> None:
+        """Report items found while writing shard ``index``, in a file beside its record, as the writer keeps them."""
+        record = self.records[index]
+        rel = self.layout.shard_found(record.split, record.shard, record.shards)
+        (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.out / rel).write_text("".join(json.dumps(item, sort_keys=True) + "\n" for item in items))
+        self.records[index] = replace(record, found=len(items), found_file=rel)
+
     def finish(self, found=(), images: int | None = None) -> None:
         """The plan, every shard's completion record and the report fragments (``found``: extra findings)."""
         totals = {s: (sum(t.records for t in ts), sum(t.bytes for t in ts)) for s, ts in self.tasks.items()}
@@ -380,7 +388,7 @@ def test_gather_merges_the_report_and_the_findings_of_the_shard_records(tmp_path
     o = Output(out, Layout())
     record = o.shard("train", 0, 1, 0, [Img("cat/a.jpg", (0,)), Img("cat/a-copy.jpg", (0,))])
     identical = {"kind": findings.DUPLICATE, "paths": ["cat/a-copy.jpg", "cat/a.jpg"], "split": "train"}
-    o.records[0] = replace(record, findings=(identical,))
+    o.found_while_writing(0, [identical])
     unlisted = {"kind": findings.UNLISTED, "path": "dog/z.jpg"}
     o.finish([(findings.UNLISTED, 1, unlisted), error_finding(LIST_SKIP), (findings.IGNORED, 2, None)])
     options = options_for(tmp_path, check_duplicates=True)
@@ -388,7 +396,7 @@ def test_gather_merges_the_report_and_the_findings_of_the_shard_records(tmp_path
 
     assert got.classes == CLASSES and got.listed == 2 and got.ignored == 2
     assert [r.rec for r in got.shards["train"]] == ["train/data-00000-of-00001.rec"]
-    assert [json.loads(line) for line in got.report_lines] == [identical, unlisted], \
+    assert [json.loads(line) for line in got.report.lines()] == [identical, unlisted], \
         "sorted by kind; skipped inputs are not report items"
     assert got.report_counts == {findings.DUPLICATE: 1, findings.IGNORED: 2, findings.UNLISTED: 1}
     assert got.errors == [LIST_SKIP]
@@ -396,6 +404,23 @@ def test_gather_merges_the_report_and_the_findings_of_the_shard_records(tmp_path
     write_side_files(options, got, findings.expected(options))
     report = [json.loads(line) for line in (out / REPORT).read_text().splitlines()]
     assert report == [identical, unlisted]
+
+
+@pytest.mark.parametrize("damage", ["missing", "short"])
+def test_a_shard_whose_found_items_are_gone_or_short_means_the_job_did_not_finish(tmp_path, out, damage):
+    o = Output(out, Layout())
+    o.shard("train", 0, 1, 0, [Img("cat/a.jpg", (0,)), Img("cat/a-copy.jpg", (0,))])
+    identical = {"kind": findings.DUPLICATE, "paths": ["cat/a-copy.jpg", "cat/a.jpg"], "split": "train"}
+    o.found_while_writing(0, [identical, dict(identical, split="validation")])
+    o.finish()
+    found = out / o.records[0].found_file
+    if damage == "missing":
+        found.unlink()
+    else:
+        found.write_text(found.read_text().splitlines(keepends=True)[0])
+    options = options_for(tmp_path, check_duplicates=True)
+    with pytest.raises(IncompleteError, match="shard 0 of train did not finish"):
+        gather(options, layout_for(options))
 
 
 def test_assemble_splits_offsets_continue_across_shards(tmp_path, out):

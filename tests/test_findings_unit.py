@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -138,3 +139,29 @@ def test_tagged_values_split_into_main_elements_and_findings():
     tagged = [(findings.MAIN, "x"), (findings.FOUND, ("error", 1, MISSING)), (findings.MAIN, "y")]
     assert [v for t in tagged for v in findings.main_of(t)] == ["x", "y"]
     assert [v for t in tagged for v in findings.found_of(t)] == [("error", 1, MISSING)]
+
+
+def test_report_items_beyond_what_is_held_are_sorted_on_disk_and_merged_in_report_order():
+    rng = random.Random(7)
+    items = [{"kind": findings.DUPLICATE, "paths": ["c/%03d.jpg" % i, "c/%03d-copy.jpg" % i], "split": "train"}
+             for i in range(40)]
+    items += [{"kind": findings.UNLISTED, "path": p} for p in ("é/ü.jpg", "a/\udcff.jpg", "a/b.jpg", "Z.jpg")]
+    items += [dict(DUPLICATE), dict(DUPLICATE), MISSING]  # the same item twice: both lines are kept
+    rng.shuffle(items)
+    expected = findings.to_jsonl(sorted(items, key=findings.sort_key)).splitlines()
+
+    report = findings.ReportItems(held=5)
+    for item in items:
+        report.add(item)
+    assert report.runs == len(items) // 5, "items beyond the 5 held go to runs on disk"
+    runs_dir = report._dir
+    assert list(report.lines()) == expected
+    assert list(report.lines()) == expected, "the runs can be read more than once until closed"
+    report.close()
+    assert not os.path.exists(runs_dir)
+    assert report.count == len(items)
+
+    held = findings.ReportItems()
+    for item in items:
+        held.add(item)
+    assert held.runs == 0 and list(held.lines()) == expected

@@ -227,3 +227,27 @@ def test_write_to_recordio_in_ones_own_pipeline_writes_to_s3(moto_endpoint, s3_c
     got = download_tree(s3_client, out_bucket, "ds")
     assert_same_dataset(got, local_reference)
     assert not s3_client.list_multipart_uploads(Bucket=out_bucket).get("Uploads"), "no upload left open"
+
+
+def test_check_duplicates_s3_to_s3_reports_what_a_local_run_reports(moto_endpoint, s3_client, make_bucket, tmp_path):
+    """The identical files each shard's writer finds wait on S3 beside its record until the report is written."""
+    import shutil
+
+    root = tmp_path / "in"
+    shutil.copytree(SAMPLE, root)
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        first = sorted(cls.iterdir())[0]
+        shutil.copy(first, cls / ("copy-" + first.name))
+    args = [*ARGS, "--check-duplicates"]
+    local = tmp_path / "local"
+    run_cli("--input", root, "--output", local, *args)
+    reference = read_local_tree(local)
+    assert len(reference["report.jsonl"].splitlines()) >= 5, "one set of identical files per class"
+
+    in_bucket, out_bucket = make_bucket("in"), make_bucket("out")
+    upload_tree(s3_client, root, in_bucket, "photos")
+    run_cli("--input", "s3://%s/photos/" % in_bucket, "--output", "s3://%s/ds/" % out_bucket,
+            "--s3-endpoint-url", moto_endpoint, *args)
+    got = download_tree(s3_client, out_bucket, "ds")
+    assert_same_dataset(got, reference)
+    assert not [k for k in got if k.startswith("_work/")], "the job's work files are gone after the commit"
