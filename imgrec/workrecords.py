@@ -17,8 +17,11 @@ No Beam here.
 
 from __future__ import annotations
 
+import base64
 import json
+import sys
 import uuid
+from array import array
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -40,7 +43,7 @@ def _check_version(cls, d: Mapping) -> None:
 class ShardRecord:
     """A written shard: where it is, what it holds, and what it was made from (for --resume)."""
 
-    VERSION = 4  # 3: .lst lines in chunks; 4: the report items found while writing in a file of their own
+    VERSION = 4  # 3: .lst lines in chunks; 4: found items in a file of their own, offsets as base64 int64
 
     split: str
     shard: int
@@ -53,7 +56,7 @@ class ShardRecord:
     sha256: str
     digest: str  # what it was made from (images, versions, first id, options): compared by --resume
     first_id: int = 0
-    offsets: Sequence[int] = ()  # byte offset of each record in the .rec (a tuple, or an array of int64)
+    offsets: Sequence[int] = ()  # byte offset of each record in the .rec (an array of int64; read back as one)
     lst: tuple[str, ...] = ()  # the .lst lines of the records, in order, in chunks of one or more whole lines
     errors: tuple[ErrorRecord, ...] = ()  # inputs of this shard that were skipped
     shorter_edges: dict[str, int] = field(default_factory=dict)  # shorter image side -> images
@@ -70,7 +73,7 @@ class ShardRecord:
         # field by field, not asdict(): that would deep-copy a shard's hundreds of thousands of lines and offsets
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "resumed"}
         d["version"] = self.VERSION
-        d["offsets"] = self.offsets.tolist() if hasattr(self.offsets, "tolist") else list(self.offsets)
+        d["offsets"] = _pack_ints(self.offsets)
         d["lst"] = list(self.lst)
         d["errors"] = [e.to_json() for e in self.errors]
         d["shorter_edges"] = dict(self.shorter_edges)
@@ -81,7 +84,7 @@ class ShardRecord:
         _check_version(cls, d)
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
-        values["offsets"] = tuple(d.get("offsets", ()))
+        values["offsets"] = _unpack_ints(d.get("offsets", ""))
         values["lst"] = tuple(d.get("lst", ()))
         values["errors"] = tuple(error_from_json(e) for e in d.get("errors", ()))
         return cls(**values)
@@ -92,6 +95,23 @@ class ShardRecord:
     @classmethod
     def loads(cls, text: str) -> "ShardRecord":
         return cls.from_json(json.loads(text))
+
+
+def _pack_ints(values: Sequence[int]) -> str:
+    """int64 values as base64 of their little-endian bytes: a shard of 200,000 records in 2 MB of text,
+    without a Python int per record on the way in or out."""
+    packed = values if isinstance(values, array) and values.typecode == "q" else array("q", values)
+    if sys.byteorder == "big":
+        packed = array("q", packed)
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _unpack_ints(text: str) -> array:
+    values = array("q", base64.b64decode(text))
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
 
 
 @dataclass(frozen=True)

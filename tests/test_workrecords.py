@@ -1,6 +1,7 @@
 """The _work/ records: typed, versioned, and read back as written; a record of another version is refused."""
 
 import json
+from array import array
 
 import pytest
 
@@ -15,7 +16,7 @@ from imgrec.workrecords import (
 def _shard():
     return ShardRecord(
         split="train", shard=1, shards=2, rec="train/data-00001-of-00002.rec", idx="train/data-00001-of-00002.idx",
-        records=2, planned=3, bytes=120, sha256="ab" * 32, digest="d1", first_id=5, offsets=(0, 60),
+        records=2, planned=3, bytes=120, sha256="ab" * 32, digest="d1", first_id=5, offsets=array("q", [0, 60]),
         lst=("5\t0.000000\tcat/a.jpg", "6\t1.000000\tdog/b.jpg"),
         errors=(ErrorRecord("cat/c.jpg", "decode_failed", "encode", "not an image"),),
         shorter_edges={"100": 2}, found=3, found_file="_work/shards/train-data-00001-of-00002.found.jsonl",
@@ -77,3 +78,13 @@ def test_monitor_sums_heartbeats_and_skips_one_it_cannot_read(tmp_path):
     b.add(images=2, nbytes=50, errors=1, force=True)
     (tmp_path / PROGRESS_DIR / "old.json").write_text(json.dumps({"images": 100, "bytes": 1, "errors": 0}))
     assert ProgressMonitor(str(tmp_path))._read() == (5, 350, 1)
+
+
+def test_shard_record_offsets_travel_as_one_base64_string_and_come_back_as_int64():
+    offsets = array("q", [0, 60, 5 << 33, (1 << 62) + 7])  # a .rec beyond 4 GiB keeps exact offsets
+    record = ShardRecord(**{**_shard().__dict__, "offsets": offsets, "records": 4})
+    doc = json.loads(record.dumps())
+    assert isinstance(doc["offsets"], str) and len(doc["offsets"]) == 44  # 32 bytes of int64, base64
+    back = ShardRecord.loads(record.dumps())
+    assert back.offsets == offsets and back.offsets.typecode == "q"
+    assert ShardRecord.loads(ShardRecord(**{**_shard().__dict__, "offsets": (0, 60)}).dumps()).offsets == array("q", [0, 60])
