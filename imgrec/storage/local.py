@@ -321,11 +321,11 @@ class _LocalWalk:
             return
         yield from self._folder("", st)
         while self.linked:
-            rel, entry, st = self.linked.popleft()
-            yield from self._subfolder(rel, entry, st)
+            rel, is_link, st = self.linked.popleft()
+            yield from self._subfolder(rel, is_link, st)
 
-    def _subfolder(self, rel: str, entry: os.DirEntry, st: os.stat_result) -> Iterator[FileEntry]:
-        problem = self._not_to_walk(rel, entry, st)
+    def _subfolder(self, rel: str, is_link: bool, st: os.stat_result) -> Iterator[FileEntry]:
+        problem = self._not_to_walk(rel, is_link, st)
         if problem:
             yield FileEntry(rel, 0, *problem)
         else:
@@ -335,39 +335,43 @@ class _LocalWalk:
         self.seen[(st.st_dev, st.st_ino)] = rel
         path = os.path.join(self.top, rel) if rel else self.top
         try:
-            entries = sorted(os.scandir(path), key=lambda e: e.name)
+            # names and link flags only: a DirEntry keeps its stat once asked, and a folder of a
+            # million images would hold a million of them until its last file was listed
+            with os.scandir(path) as it:
+                entries = sorted((e.name, e.is_symlink()) for e in it)
         except PermissionError:
             yield FileEntry(rel, 0, "unreadable", "folder is not readable (permission denied)")
             return
         except OSError as exc:
             yield FileEntry(rel, 0, "unreadable", "cannot list folder: %s" % exc.strerror)
             return
-        if self.skip_marked and any(e.name == self.skip_marked for e in entries):
+        if self.skip_marked and any(name == self.skip_marked for name, _ in entries):
             yield FileEntry(rel, 0, "output_folder", "holds %s: an output folder of this tool, not listed" % self.skip_marked)
             return
-        for entry in entries:
-            child = entry.name if not rel else rel + "/" + entry.name
+        prefix = path + os.sep
+        for name, is_link in entries:
+            child = name if not rel else rel + "/" + name
             try:
-                st = entry.stat()  # follows symlinks
+                st = os.stat(prefix + name)  # follows symlinks
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     yield FileEntry(child, 0, "symlink_loop", "symbolic link loop")
-                elif exc.errno == errno.ENOENT and entry.is_symlink():
+                elif exc.errno == errno.ENOENT and is_link:
                     yield FileEntry(child, 0, "broken_symlink", "symbolic link to a missing file")
                 else:
                     yield FileEntry(child, 0, "unreadable", exc.strerror or str(exc))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if entry.is_symlink():
-                    self.linked.append((child, entry, st))
+                if is_link:
+                    self.linked.append((child, is_link, st))
                 else:
-                    yield from self._subfolder(child, entry, st)
+                    yield from self._subfolder(child, is_link, st)
             elif stat.S_ISREG(st.st_mode):
                 yield FileEntry(child, st.st_size, version=file_version(st))
             else:
                 yield FileEntry(child, 0, "not_regular_file", "%s, not a regular file: never opened" % file_kind(st.st_mode))
 
-    def _not_to_walk(self, rel: str, entry: os.DirEntry, st: os.stat_result) -> tuple[str, str] | None:
+    def _not_to_walk(self, rel: str, is_link: bool, st: os.stat_result) -> tuple[str, str] | None:
         """(reason, detail) when the folder ``rel`` must not be walked, else None."""
         ident = (st.st_dev, st.st_ino)
         if ident in self.seen:
@@ -385,7 +389,7 @@ class _LocalWalk:
             return "symlink_loop", "folder link leads back to %s: not listed again" % target
         if rel.count("/") + 1 > MAX_DEPTH:
             return "too_deep", "more than %d folders deep: not listed" % MAX_DEPTH
-        if self.real_root and entry.is_symlink():
+        if self.real_root and is_link:
             real = os.path.realpath(os.path.join(self.top, rel))
             if _contains(self.real_root, real) and not _contains(self.real_top, real):
                 other = os.path.relpath(real, self.real_root).split(os.sep, 1)[0]
