@@ -148,8 +148,8 @@ def _gather(options: ConvertOptions, layout: Layout, previous: Previous | None,
         for item in _found_while_writing(out, record):  # identical files
             take(item)
             counts[item["kind"]] = counts.get(item["kind"], 0) + 1
-        # without its lines and offsets (read again by assemble_splits)
-        shards.setdefault(task.split, []).append(replace(record, offsets=(), lst=()))
+        # without its offsets (read again by assemble_splits, with its .lst lines from their file)
+        shards.setdefault(task.split, []).append(replace(record, offsets=()))
     error_items.sort(key=findings.sort_key)
     got = Gathered(plan, classes, width, shards, dict(sorted(counts.items())), report, warnings=plan_warnings)
     got.errors = [findings.to_error(i) for i in error_items]
@@ -190,11 +190,34 @@ def _found_while_writing(out: str, record: ShardRecord) -> Iterator[dict]:
 
 
 def _full_record(out: str, layout: Layout, rec: ShardRecord) -> ShardRecord:
-    """``rec`` with its .lst lines and offsets (``gather`` keeps records without them)."""
-    if rec.lst or not rec.records:
+    """``rec`` with its offsets (``gather`` keeps records without them)."""
+    if len(rec.offsets) == rec.records:
         return rec
     uri = storage.join(out, layout.shard_record(rec.split, rec.shard, rec.shards))
     return _read_shard_record(uri, "shard %d of %s" % (rec.shard, rec.split))
+
+
+def shard_lst_lines(out: str, record: ShardRecord) -> Iterator[bytes]:
+    """The .lst line of each of a shard's records, in order, as bytes (each ending in a newline), from the
+    file beside its record; IncompleteError when that file is missing or does not hold them all."""
+    what = "shard %d of %s" % (record.shard, record.split)
+    if not record.records:
+        return
+    uri = storage.join(out, record.lst_file)
+    lines = size = 0
+    try:
+        with storage.open_read(uri) as f:
+            for line in f:
+                size += len(line)
+                if lines == record.records or not line.endswith(b"\n"):
+                    break  # more lines than records, or a line cut short
+                lines += 1
+                yield line
+    except FileNotFoundError:
+        raise IncompleteError("%s is missing: %s did not finish" % (uri, what)) from None
+    if lines != record.records or size != record.lst_bytes:
+        raise IncompleteError("%s does not hold the %d lines (%d bytes) its shard's record names: %s did not finish"
+                              % (uri, record.records, record.lst_bytes, what))
 
 
 def check_found_images(options: ConvertOptions, got: Gathered) -> None:
@@ -271,10 +294,10 @@ def _assemble_split(options, layout, got: Gathered, split, old_doc, counts, edge
                 storage.delete(storage.join(out, rec.idx))
                 continue
             full = _full_record(out, layout, rec)
-            for line, offset in zip(full.lst_lines(), full.offsets):
-                fields = line.rstrip("\n").split("\t")
-                lst_f.write(line.encode("utf-8", "surrogateescape"))
-                merged_f.write(b"%s\t%d\n" % (fields[0].encode(), base + offset))
+            for line, offset in zip(shard_lst_lines(out, rec), full.offsets):
+                fields = line[:-1].split(b"\t")
+                lst_f.write(line)
+                merged_f.write(b"%s\t%d\n" % (fields[0], base + offset))
                 for class_id in decode_label([float(v) for v in fields[1:-1]], options.label_format, options.label_pad):
                     counts[classes[class_id]] = counts.get(classes[class_id], 0) + 1
             for edge, n in rec.shorter_edges.items():

@@ -75,6 +75,10 @@ class Layout:
     def shard_record(self, split: str, shard: int, shards: int) -> str:
         return "%s/shards/%s-%s" % (WORK, split, shard_name(self.name, shard, shards, "json"))
 
+    def shard_lst(self, split: str, shard: int, shards: int) -> str:
+        """The .lst lines of a shard's records (beside its completion record, until the split's list is written)."""
+        return "%s/shards/%s-%s" % (WORK, split, shard_name(self.name, shard, shards, "lst"))
+
     def shard_found(self, split: str, shard: int, shards: int) -> str:
         """The report items found while writing a shard (beside its completion record)."""
         return "%s/shards/%s-%s" % (WORK, split, shard_name(self.name, shard, shards, "found.jsonl"))

@@ -48,6 +48,8 @@ LOG = logging.getLogger("imgrec.shardwriter")
 # Reads in flight per part for s3:// input: a GET of a ~100 KB image waits 20-50 ms,
 # during which one core encodes several images (see docs/benchmark.md).
 S3_READ_THREADS = 16
+# A shard's .idx is written this many lines at a time (not built as one string of the whole shard).
+IDX_LINES_A_WRITE = 8192
 
 
 # ---------------------------------------------------------------- one image
@@ -356,6 +358,11 @@ def completed_record(out: str, record_uri: str, digest: str) -> ShardRecord | No
         return None
     if record.found_file and not storage.exists(storage.join(out, record.found_file)):
         return None
+    try:
+        if storage.file_size(storage.join(out, record.lst_file)) != record.lst_bytes:
+            return None
+    except (OSError, storage.StorageError):
+        return None
     h = hashlib.sha256()
     size = 0
     try:
@@ -440,16 +447,19 @@ class _Shard:
         self.idx_rel = layout.idx(work.split, work.shard, work.shards)
         self.record_uri = storage.join(out, layout.shard_record(work.split, work.shard, work.shards))
         self.found_rel = layout.shard_found(work.split, work.shard, work.shards)
+        self.lst_rel = layout.shard_lst(work.split, work.shard, work.shards)
         self.digest = digest
         self._stack = contextlib.ExitStack()
         f = self._stack.enter_context(storage.atomic_writer(storage.join(out, self.rec_rel)))
         self._sink = _Sink(f)
+        # a shard can hold hundreds of thousands of small images: ids and offsets in arrays, and the
+        # .lst lines straight to their file beside the record (a shard's lines are not held in memory)
+        self._lst = self._stack.enter_context(storage.atomic_writer(storage.join(out, self.lst_rel)))
+        self.lst_bytes = 0
         self.base = 0
         self.part_digests: list[str] = []
-        # a shard can hold hundreds of thousands of small images: ints in arrays, .lst lines as one string per part
         self.ids = array("q")
         self.offsets = array("q")
-        self.lst: list[str] = []
         self.errors: list[ErrorRecord] = []
         self.edges: dict[str, int] = {}
         # report items found while writing: a collection of many identical files has a great many,
@@ -463,7 +473,10 @@ class _Shard:
         self.part_digests.append(meta.digest)
         self.ids.extend(meta.ids)
         self.offsets.extend(array("q", (base + o for o in meta.offsets)) if base else meta.offsets)
-        self.lst.extend(meta.lst)
+        for chunk in meta.lst:
+            data = chunk.encode("utf-8", "surrogateescape")
+            self._lst.write(data)
+            self.lst_bytes += len(data)
         self.errors.extend(meta.errors)
         for edge, n in meta.edges.items():
             self.edges[edge] = self.edges.get(edge, 0) + n
@@ -485,13 +498,16 @@ class _Shard:
             self._found_file.seek(0)
             with storage.atomic_writer(storage.join(out, self.found_rel)) as f:
                 shutil.copyfileobj(self._found_file, f, 1 << 20)
-        self._stack.close()  # the .rec is renamed into place (or its upload completed)
-        storage.write_text(storage.join(out, self.idx_rel),
-                           "".join(recordio.format_idx_line(i, o) for i, o in zip(self.ids, self.offsets)))
+        self._stack.close()  # the .rec and the .lst lines are renamed into place (or their uploads completed)
+        with storage.atomic_writer(storage.join(out, self.idx_rel)) as f:
+            ids, offsets = self.ids, self.offsets
+            for i in range(0, len(ids), IDX_LINES_A_WRITE):
+                end = i + IDX_LINES_A_WRITE
+                f.write("".join(map(recordio.format_idx_line, ids[i:end], offsets[i:end])).encode("ascii"))
         digest = self.digest or shard_digest(self.spec, work, self.part_digests)
         record = ShardRecord(
             work.split, work.shard, work.shards, self.rec_rel, self.idx_rel, len(self.offsets), work.planned,
-            self.base, sha, digest, work.first_id, self.offsets, tuple(self.lst), tuple(self.errors),
+            self.base, sha, digest, work.first_id, self.offsets, self.lst_rel, self.lst_bytes, tuple(self.errors),
             dict(self.edges), self.found, self.found_rel if self.found else "",
         )
         storage.write_text(self.record_uri, record.dumps())

@@ -5,8 +5,9 @@ TFDS's ``_ShardInfo``) and a ``VERSION``; a record of another version is
 refused with ``WorkRecordError`` instead of being misread. They are the
 protocol between the stages, whichever runner and process runs each stage:
 
-* ``ShardRecord``  ``_work/shards/<split>-<name>.json``: one shard is complete (written last, after its .rec/.idx
-  and, when its writer found identical files, ``<split>-<name>.found.jsonl``: one report item a line)
+* ``ShardRecord``  ``_work/shards/<split>-<name>.json``: one shard is complete (written last, after its .rec/.idx,
+  its records' .lst lines ``<split>-<name>.lst`` and, when its writer found identical files,
+  ``<split>-<name>.found.jsonl``: one report item a line)
 * ``Failure``      ``_work/failures/<id>.json``: why a stage stopped the job, with the exit code for the command
 * ``ReportFragment`` ``_work/report/part-NNNNN-of-00016.json``: findings and counts (every fragment is written)
 * ``Heartbeat``    ``_work/progress/<id>.json``: one writing process's counts so far
@@ -43,7 +44,7 @@ def _check_version(cls, d: Mapping) -> None:
 class ShardRecord:
     """A written shard: where it is, what it holds, and what it was made from (for --resume)."""
 
-    VERSION = 4  # 3: .lst lines in chunks; 4: found items in a file of their own, offsets as base64 int64
+    VERSION = 5  # 4: found items in a file of their own, offsets as base64 int64; 5: .lst lines in a file too
 
     split: str
     shard: int
@@ -57,24 +58,19 @@ class ShardRecord:
     digest: str  # what it was made from (images, versions, first id, options): compared by --resume
     first_id: int = 0
     offsets: Sequence[int] = ()  # byte offset of each record in the .rec (an array of int64; read back as one)
-    lst: tuple[str, ...] = ()  # the .lst lines of the records, in order, in chunks of one or more whole lines
+    lst_file: str = ""  # the .lst line of each record, in order, in this file (relative to the output root) ...
+    lst_bytes: int = 0  # ... of this many bytes
     errors: tuple[ErrorRecord, ...] = ()  # inputs of this shard that were skipped
     shorter_edges: dict[str, int] = field(default_factory=dict)  # shorter image side -> images
     found: int = 0  # report items found while writing (identical files) ...
     found_file: str = ""  # ... in this file (relative to the output root), one JSON object a line
     resumed: bool = False  # kept from an earlier run by --resume (never stored as True)
 
-    def lst_lines(self) -> Iterator[str]:
-        """The .lst line of each record, in order (each ending in a newline)."""
-        for chunk in self.lst:
-            yield from chunk.splitlines(keepends=True)
-
     def to_json(self) -> dict[str, Any]:
         # field by field, not asdict(): that would deep-copy a shard's hundreds of thousands of lines and offsets
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "resumed"}
         d["version"] = self.VERSION
         d["offsets"] = _pack_ints(self.offsets)
-        d["lst"] = list(self.lst)
         d["errors"] = [e.to_json() for e in self.errors]
         d["shorter_edges"] = dict(self.shorter_edges)
         return d
@@ -85,7 +81,6 @@ class ShardRecord:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
         values["offsets"] = _unpack_ints(d.get("offsets", ""))
-        values["lst"] = tuple(d.get("lst", ()))
         values["errors"] = tuple(error_from_json(e) for e in d.get("errors", ()))
         return cls(**values)
 

@@ -145,7 +145,7 @@ def test_resume_redoes_a_shard_whose_input_changed_in_place(tmp_path):
     crash("--input", root, "--output", out, *ARGS, point="before-manifest")
     records = {json.loads(p.read_text())["rec"]: json.loads(p.read_text()) for p in (out / "_work" / "shards").glob("*.json")}
     victim_rel = "cat/cat_00.jpg"
-    victim_shard = next(rel for rel, r in records.items() if any(("\t" + victim_rel + "\n") in chunk for chunk in r["lst"]))
+    victim_shard = next(rel for rel, r in records.items() if ("\t" + victim_rel + "\n") in (out / r["lst_file"]).read_text())
     inodes = {rel: (out / rel).stat().st_ino for rel in records}
 
     victim = root / victim_rel
@@ -164,6 +164,27 @@ def test_resume_redoes_a_shard_whose_input_changed_in_place(tmp_path):
     assert bytes(changed) in payloads and original not in payloads
     clean = tmp_path / "clean"
     run_cli("--input", root, "--output", clean, *ARGS)
+    assert tree_bytes(out) == tree_bytes(clean)
+
+
+def test_resume_writes_again_a_shard_whose_lst_lines_are_gone_or_changed(tmp_path):
+    """A shard's .lst lines wait beside its record until the split's list is written: --resume keeps a shard
+    only with its lines as they were written; the dataset is the clean run's either way."""
+    out = tmp_path / "out"
+    crash("--input", SAMPLE, "--output", out, *ARGS, point="before-manifest")
+    records = {json.loads(p.read_text())["rec"]: json.loads(p.read_text()) for p in (out / "_work" / "shards").glob("*.json")}
+    assert len(records) >= 3
+    inodes = {rel: (out / rel).stat().st_ino for rel in records}
+    gone, changed = sorted(records)[:2]
+    (out / records[gone]["lst_file"]).unlink()
+    lst = out / records[changed]["lst_file"]
+    lst.write_bytes(lst.read_bytes()[:-1])
+
+    run_cli("--input", SAMPLE, "--output", out, *ARGS, "--resume")
+    kept = {rel for rel in records if (out / rel).stat().st_ino == inodes[rel]}
+    assert kept == set(records) - {gone, changed}
+    clean = tmp_path / "clean"
+    run_cli("--input", SAMPLE, "--output", clean, *ARGS)
     assert tree_bytes(out) == tree_bytes(clean)
 
 

@@ -22,7 +22,7 @@ import imagefactory as fac
 from imgrec import findings, recordio, shardplan, storage
 from imgrec.errors import STAGE_LIST, STAGE_READ, ErrorRecord
 from imgrec.finalize import (IncompleteError, TooManyErrorsError, assemble_splits, commit, finalize, gather,
-                             job_metrics, manifest_document, merge_edges, write_side_files)
+                             job_metrics, manifest_document, merge_edges, shard_lst_lines, write_side_files)
 from imgrec.incremental import load_previous
 from imgrec.items import error_finding
 from imgrec.labels import encode_label
@@ -97,10 +97,15 @@ class Output:
             writer.close()
         (self.out / idx_rel).parent.mkdir(parents=True, exist_ok=True)
         (self.out / idx_rel).write_text("".join(idx_lines))
+        lst_rel = self.layout.shard_lst(split, shard, shards)
+        lst_bytes = "".join(lst).encode()
+        (self.out / lst_rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.out / lst_rel).write_bytes(lst_bytes)
         record = ShardRecord(
             split=split, shard=shard, shards=shards, rec=rec_rel, idx=idx_rel, records=len(offsets),
             planned=len(images), bytes=writer.offset, sha256=writer.sha256(), digest="fixture", first_id=first_id,
-            offsets=tuple(offsets), lst=tuple(lst), errors=tuple(errors), shorter_edges=edges,
+            offsets=tuple(offsets), lst_file=lst_rel, lst_bytes=len(lst_bytes), errors=tuple(errors),
+            shorter_edges=edges,
         )
         task = ShardTask(split, shard, shards, first_id, len(images), 1000 * len(images))
         self.tasks.setdefault(split, []).append(task)
@@ -423,6 +428,28 @@ def test_a_shard_whose_found_items_are_gone_or_short_means_the_job_did_not_finis
         gather(options, layout_for(options))
 
 
+@pytest.mark.parametrize("damage", ["missing", "short", "cut", "longer"])
+def test_a_shard_whose_lst_lines_are_gone_or_changed_means_the_job_did_not_finish(tmp_path, out, damage):
+    o = Output(out, Layout())
+    o.shard("train", 0, 1, 0, [Img("cat/a.jpg", (0,)), Img("dog/b.jpg", (1,)), Img("dog/c.jpg", (1,))])
+    o.finish()
+    lst = out / o.records[0].lst_file
+    lines = lst.read_bytes().splitlines(keepends=True)
+    if damage == "missing":
+        lst.unlink()
+    elif damage == "short":
+        lst.write_bytes(b"".join(lines[:-1]))
+    elif damage == "cut":
+        lst.write_bytes(b"".join(lines)[:-1])  # the last line without its newline
+    else:
+        lst.write_bytes(b"".join(lines + lines[-1:]))
+    options = options_for(tmp_path)
+    layout = layout_for(options)
+    got = gather(options, layout)
+    with pytest.raises(IncompleteError, match="shard 0 of train did not finish"):
+        assemble_splits(options, layout, got, None)
+
+
 def test_assemble_splits_offsets_continue_across_shards(tmp_path, out):
     standard(out)
     options = options_for(tmp_path)
@@ -433,10 +460,10 @@ def test_assemble_splits_offsets_continue_across_shards(tmp_path, out):
     shard0 = (out / train["shards"][0]["rec"]).stat().st_size
     merged = recordio.parse_idx((out / train["merged_idx"]).read_text())
     light = got.shards["train"][1]
-    assert not light.lst and not light.offsets, "gather keeps no shard's lines: they are read again per split"
+    assert not light.offsets, "gather keeps no shard's offsets: they are read again per split"
     second = ShardRecord.loads((out / layout.shard_record(light.split, light.shard, light.shards)).read_text())
-    assert merged[-len(second.offsets):] == [(int(line.split("\t")[0]), shard0 + offset)
-                                             for line, offset in zip(second.lst_lines(), second.offsets)]
+    assert merged[-len(second.offsets):] == [(int(line.split(b"\t")[0]), shard0 + offset)
+                                             for line, offset in zip(shard_lst_lines(str(out), second), second.offsets)]
     check_split_files(out, train)
     assert done.edges_by_split["test"] == {20: 1} and done.unsplit_edges == {}
     assert sorted(e.path for e in got.errors) == ["cat/broken.jpg", "dog/empty.jpg"], "shard errors join the report's"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from imgrec.finalize import shard_lst_lines
 from imgrec import runs, shardplan, shardwriter, storage, workers
 from imgrec.layout import Layout
 from imgrec.options import ConvertOptions
@@ -56,7 +57,9 @@ def test_parts_joined_give_the_commands_bytes(tmp_path, sample_dir, cli, process
         assert filecmp.cmp(ref / rel, out / rel, shallow=False), rel
     for r in records:  # the completion record matches the file it describes
         data = (out / r.rec).read_bytes()
-        assert len(data) == r.bytes and len(r.offsets) == r.records == len(list(r.lst_lines()))
+        lines = list(shard_lst_lines(str(out), r))
+        assert len(data) == r.bytes and len(r.offsets) == r.records == len(lines)
+        assert [int(line.split(b"\t")[0]) for line in lines] == list(range(r.first_id, r.first_id + r.records))
         import hashlib
 
         assert hashlib.sha256(data).hexdigest() == r.sha256

@@ -17,7 +17,7 @@ def _shard():
     return ShardRecord(
         split="train", shard=1, shards=2, rec="train/data-00001-of-00002.rec", idx="train/data-00001-of-00002.idx",
         records=2, planned=3, bytes=120, sha256="ab" * 32, digest="d1", first_id=5, offsets=array("q", [0, 60]),
-        lst=("5\t0.000000\tcat/a.jpg", "6\t1.000000\tdog/b.jpg"),
+        lst_file="_work/shards/train-data-00001-of-00002.lst", lst_bytes=44,
         errors=(ErrorRecord("cat/c.jpg", "decode_failed", "encode", "not an image"),),
         shorter_edges={"100": 2}, found=3, found_file="_work/shards/train-data-00001-of-00002.found.jsonl",
     )
@@ -41,7 +41,8 @@ def test_records_read_back_as_written_through_json(record):
     (ReportFragment, {"version": 99, "counts": {}, "items": []}),
     (Failure, {"version": 0, "message": "x"}),
     (ShardRecord, {**_shard().to_json(), "version": 1}),
-    (ShardRecord, {**_shard().to_json(), "version": 3}),  # report items inline: written by the previous release
+    (ShardRecord, {**_shard().to_json(), "version": 3}),  # report items inline
+    (ShardRecord, {**_shard().to_json(), "version": 4}),  # .lst lines inline: written by the previous release
 ])
 def test_a_record_of_another_version_is_refused_by_name(cls, doc):
     with pytest.raises(WorkRecordError, match=cls.__name__):

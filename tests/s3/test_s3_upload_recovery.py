@@ -72,7 +72,7 @@ def test_resume_redoes_a_shard_whose_s3_input_changed_in_place(tmp_path, s3_clie
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     records = [json.loads(p.read_text()) for p in (out / "_work" / "shards").glob("*.json")]
     victim = "cat/cat_00.jpg"
-    shard = next(r["rec"] for r in records if any(("\t%s\n" % victim) in chunk for chunk in r["lst"]))
+    shard = next(r["rec"] for r in records if ("\t%s\n" % victim) in (out / r["lst_file"]).read_text())
     inodes = {r["rec"]: (out / r["rec"]).stat().st_ino for r in records}
 
     original = (SAMPLE / victim).read_bytes()
@@ -117,3 +117,34 @@ def test_increment_on_s3_killed_before_its_commit_then_rerun(tmp_path, s3_client
     assert not any(rel.startswith("lists/") and rel not in (d["lst"] for d in m["splits"].values()) for rel in got)
     ok = run_cli(out, "--s3-endpoint-url", moto_endpoint, module="pipeline.verify", check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_resume_on_s3_output_keeps_finished_shards_and_writes_one_whose_lst_lines_are_gone(
+        tmp_path, s3_client, make_bucket, moto_endpoint):
+    """--resume with the output on S3: a shard whose .lst lines object is gone is written again, every other
+    finished shard is kept as it was (same object, same ETag), and the dataset is a clean run's."""
+    bucket = make_bucket("resume")
+    out = "s3://%s/ds" % bucket
+    args = ["--input", SAMPLE, "--output", out, "--images-per-shard", "4", "--s3-endpoint-url", moto_endpoint]
+    killed = run_cli(*args, env={crashpoints.ENV: "before-manifest"}, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = download_tree(s3_client, bucket, "ds")
+    records = [json.loads(data) for rel, data in left.items() if rel.startswith("_work/shards/") and rel.endswith(".json")]
+    assert len(records) >= 3
+    etag = {r["rec"]: s3_client.head_object(Bucket=bucket, Key="ds/" + r["rec"])["ETag"] for r in records}
+    mtime = {r["rec"]: s3_client.head_object(Bucket=bucket, Key="ds/" + r["rec"])["LastModified"] for r in records}
+    lost = sorted(records, key=lambda r: r["rec"])[0]
+    s3_client.delete_object(Bucket=bucket, Key="ds/" + lost["lst_file"])
+
+    run_cli(*args, "--resume")
+    after = {rel: s3_client.head_object(Bucket=bucket, Key="ds/" + rel) for rel in etag}
+    kept = {rel for rel, head in after.items() if head["LastModified"] == mtime[rel] and head["ETag"] == etag[rel]}
+    assert kept == set(etag) - {lost["rec"]}, "every shard but the one whose .lst lines were lost is kept"
+    got = download_tree(s3_client, bucket, "ds")
+    assert not any(rel.startswith("_work/") for rel in got)
+    clean = tmp_path / "clean"
+    run_cli("--input", SAMPLE, "--output", clean, "--images-per-shard", "4")
+    assert sorted(got) == sorted(str(p.relative_to(clean)) for p in clean.rglob("*") if p.is_file())
+    for rel in got:
+        if rel not in ("manifest.json", "summary.txt", "sagemaker.json"):  # these name the output
+            assert got[rel] == (clean / rel).read_bytes(), rel
