@@ -8,12 +8,18 @@ still reaches the launcher through Beam's logging service (shown with
 ``--log-level DEBUG``).
 """
 
+import gc
 import logging
 import sys
+
+if __name__ == "__main__":
+    gc.disable()  # as in pipeline.run: Beam's modules are made without collections scanning them meanwhile
 
 logging.getLogger().addHandler(logging.NullHandler())
 
 from apache_beam.runners.worker import sdk_worker_main  # noqa: E402  (after the handler, on purpose)
 
 if __name__ == "__main__":
+    gc.freeze()  # ... and set aside for good once made
+    gc.enable()
     sdk_worker_main.main(sys.argv)
