@@ -25,43 +25,18 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import cv2
 import numpy as np
-
-# OpenCV is imported on first use (``opencv()``): 0.2 s of a command's start-up that a pass-through
-# job, which never decodes, does not pay. A job that decodes imports it before forking its workers.
-_CV2 = None
-_ONE_THREAD = False
-
-
-def opencv():
-    """The cv2 module, imported now if it was not (on one thread, after ``tune_for_threads``)."""
-    global _CV2
-    if _CV2 is None:
-        import cv2
-
-        if _ONE_THREAD:
-            cv2.setNumThreads(1)
-        _CV2 = cv2
-    return _CV2
-
-
-def _cv2():
-    return _CV2 or opencv()
-
 
 def tune_for_threads() -> None:
     """Settings for a process that runs one image per thread (the shard writer).
 
     OpenCV's own thread pool would compete with ours for the same cores, so it
-    is turned off (now, or when OpenCV is first imported). glibc is asked to keep
-    freed buffers under 32 MiB instead of unmapping them: otherwise every decoded
-    image is a fresh mapping and its page faults cost up to a third of a decode's
-    CPU time (docs/benchmark.md).
+    is turned off. glibc is asked to keep freed buffers under 32 MiB instead of
+    unmapping them: otherwise every decoded image is a fresh mapping and its
+    page faults cost up to a third of a decode's CPU time (docs/benchmark.md).
     """
-    global _ONE_THREAD
-    _ONE_THREAD = True
-    if _CV2 is not None:
-        _CV2.setNumThreads(1)
+    cv2.setNumThreads(1)
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
@@ -551,10 +526,10 @@ class EncodeParams:
 
 def _imread_flags(color: int) -> int:
     if color == 1:
-        return _cv2().IMREAD_COLOR
+        return cv2.IMREAD_COLOR
     if color == 0:
-        return _cv2().IMREAD_GRAYSCALE
-    return _cv2().IMREAD_UNCHANGED
+        return cv2.IMREAD_GRAYSCALE
+    return cv2.IMREAD_UNCHANGED
 
 
 def _reduction(info: ImageInfo, params: EncodeParams) -> int:
@@ -571,10 +546,13 @@ def _reduction(info: ImageInfo, params: EncodeParams) -> int:
 
 
 def _reduced_flag(color: int, factor: int) -> int:
-    cv = _cv2()
     if color == 1:
-        return {2: cv.IMREAD_REDUCED_COLOR_2, 4: cv.IMREAD_REDUCED_COLOR_4, 8: cv.IMREAD_REDUCED_COLOR_8}[factor]
-    return {2: cv.IMREAD_REDUCED_GRAYSCALE_2, 4: cv.IMREAD_REDUCED_GRAYSCALE_4, 8: cv.IMREAD_REDUCED_GRAYSCALE_8}[factor]
+        return {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    return {
+        2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+        4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+        8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+    }[factor]
 
 
 # ------------------------------------------------------------ decoder messages
@@ -708,9 +686,9 @@ def decode_checked(data: bytes, flags: int) -> np.ndarray | None:
     checked by decoding again alone: the image is refused only for its own.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
-    img, printed = _MESSAGES.run(lambda: _cv2().imdecode(buf, flags))
+    img, printed = _MESSAGES.run(lambda: cv2.imdecode(buf, flags))
     if corrupt_message(printed):
-        img, printed = _MESSAGES.run(lambda: _cv2().imdecode(buf, flags), alone=True)
+        img, printed = _MESSAGES.run(lambda: cv2.imdecode(buf, flags), alone=True)
         message = corrupt_message(printed)
         if message:
             raise BadImage("corrupt_data", "the decoder reports %r: the pixels would not be the image's" % message)
@@ -723,7 +701,7 @@ def decode(data: bytes, info: ImageInfo, params: EncodeParams) -> tuple[np.ndarr
     flags = _reduced_flag(params.color, factor) if factor > 1 else _imread_flags(params.color)
     try:
         img = decode_checked(data, flags)
-    except _cv2().error as exc:
+    except cv2.error as exc:
         raise BadImage("decode_failed", str(exc).strip().splitlines()[-1]) from None
     if img is None or img.size == 0:
         raise BadImage("decode_failed", "OpenCV could not decode the image")
@@ -766,18 +744,18 @@ def resize_shorter(
         )
     if (new_w, new_h) == img.shape[1::-1]:
         return img
-    return _cv2().resize(img, (new_w, new_h), interpolation=interpolation)
+    return cv2.resize(img, (new_w, new_h), interpolation=interpolation)
 
 
 def encode(img: np.ndarray, params: EncodeParams) -> bytes:
     if params.encoding == ".png":
-        flags = [_cv2().IMWRITE_PNG_COMPRESSION, params.quality]
+        flags = [cv2.IMWRITE_PNG_COMPRESSION, params.quality]
     else:
-        flags = [_cv2().IMWRITE_JPEG_QUALITY, params.quality]
+        flags = [cv2.IMWRITE_JPEG_QUALITY, params.quality]
     if img.dtype != np.uint8 and params.encoding == ".jpg":
         # 16-bit PNG input: JPEG holds 8 bits per channel.
         img = (img / 257).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
-    ok, buf = _cv2().imencode(params.encoding, img, flags)
+    ok, buf = cv2.imencode(params.encoding, img, flags)
     if not ok:
         raise BadImage("encode_failed", "OpenCV could not encode the image as %s" % params.encoding)
     return buf.tobytes()
@@ -822,7 +800,7 @@ def transcode(data: bytes, info: ImageInfo, params: EncodeParams, max_pixels: in
         # After a DCT-domain reduction, finish with an area resize (the better
         # filter for shrinking); otherwise keep im2rec.py's bilinear resize. The
         # size is im2rec.py's, computed from the full-size image (or its crop).
-        interp = _cv2().INTER_AREA if factor > 1 else _cv2().INTER_LINEAR
+        interp = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
         img = resize_shorter(img, params.resize, interp, max_pixels, full)
     return encode(img, params)
 
@@ -831,7 +809,7 @@ def full_decode_check(data: bytes, color: int = 1) -> None:
     """``--validate decode``: the image must decode to pixels, and the decoder report no corrupt data."""
     try:
         img = decode_checked(data, _imread_flags(color))
-    except _cv2().error as exc:
+    except cv2.error as exc:
         raise BadImage("decode_failed", str(exc).strip().splitlines()[-1]) from None
     if img is None or img.size == 0:
         raise BadImage("decode_failed", "OpenCV could not decode the image")

@@ -87,13 +87,6 @@ def _unreadable(exc: Exception) -> images.BadImage:
     return images.BadImage("unreadable", exc.strerror or str(exc))
 
 
-def decodes(options: ConvertOptions) -> bool:
-    """Whether the job decodes every image (re-encoding, or ``--validate decode``): then OpenCV is imported
-    before the worker processes are forked, once for all of them. A pass-through job imports it only if an
-    image needs it (one to re-encode), where it does."""
-    return not options.pass_through or options.validate == "decode"
-
-
 def image_payload(data: bytes, options: ConvertOptions) -> tuple[bytes, int]:
     """The image bytes to store for one input and their shorter edge; raises BadImage when it cannot be stored."""
     info = images.check_structure(data, options.max_pixels)

@@ -113,8 +113,6 @@ class _JobDoFn(EnvDoFn):
     def setup(self):
         super().setup()
         images.tune_for_threads()
-        if shardwriter.decodes(self.job.options):
-            images.opencv()  # before the workers are forked: they share it
 
     @contextlib.contextmanager
     def recorded(self):
