@@ -24,7 +24,7 @@ import sys
 import uuid
 from array import array
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from imgrec import storage
 from imgrec.errors import ErrorRecord, from_json as error_from_json
@@ -67,7 +67,7 @@ class ShardRecord:
     resumed: bool = False  # kept from an earlier run by --resume (never stored as True)
 
     def to_json(self) -> dict[str, Any]:
-        # field by field, not asdict(): that would deep-copy a shard's hundreds of thousands of lines and offsets
+        # field by field, not asdict(): that would deep-copy a shard's hundreds of thousands of offsets
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "resumed"}
         d["version"] = self.VERSION
         d["offsets"] = _pack_ints(self.offsets)
