@@ -7,8 +7,10 @@ worker process (``imgrec.workers``), as long as it knows its first record id.
 ``write_part`` does that and returns the framed bytes with the facts about
 them; ``write_shards`` hands every part of every shard to a ``WorkerPool``
 and joins the parts of each shard, in order, into its ``.rec`` while a
-second thread hashes them, then writes the ``.idx`` and, last, the shard's
-completion record (``imgrec.workrecords.ShardRecord``). The bytes are those of
+second thread hashes them; a finishing thread then writes the last bytes, the
+``.idx`` and, last, the shard's completion record
+(``imgrec.workrecords.ShardRecord``) while the next shard's parts stream in
+(one shard finishing at a time, records yielded in order). The bytes are those of
 the whole shard written by one loop: framing does not depend on a record's
 position.
 
@@ -18,6 +20,7 @@ part, never passed between stages.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import functools
 import hashlib
@@ -550,7 +553,11 @@ def write_shards(
         todo.append((work, digest))
     jobs = (job for work, _ in todo for job in work.parts)
     parts = pool.map(write_part, jobs)
+    # A shard is finished (the last of its bytes hashed and written, its .idx and record) on a thread of
+    # its own while the next shard's parts stream in: the pool does not stand idle at every shard's end.
+    finisher = cf.ThreadPoolExecutor(1, thread_name_prefix="shard-finish")
     current: _Shard | None = None
+    finishing: tuple[_Shard, cf.Future] | None = None
     try:
         for work, digest in todo:
             current = _Shard(work, spec, layout, digest)
@@ -559,14 +566,35 @@ def write_shards(
                 if progress:
                     progress(len(part.meta.offsets), part.size, len(part.meta.errors))
                 current.add(part)
-            record = current.finish()
-            current = None
-            yield record
-            del record  # a shard's bookkeeping is freed before the next shard's grows
+                if finishing is not None and finishing[1].done():
+                    done, finishing = finishing, None
+                    yield _finished(*done)
+                    del done  # a shard's bookkeeping is freed as soon as it is recorded
+            if finishing is not None:  # one shard finishing at a time: the one before must be done first
+                done, finishing = finishing, None
+                yield _finished(*done)
+                del done
+            finishing, current = (current, finisher.submit(current.finish)), None
+        if finishing is not None:
+            done, finishing = finishing, None
+            yield _finished(*done)
     finally:
         if current is not None:
             current.abort()
+        if finishing is not None:  # stopped while a complete shard was being finished: let it end as it will
+            with contextlib.suppress(BaseException):
+                _finished(*finishing)
+        finisher.shutdown(wait=True)
         parts.close()
+
+
+def _finished(shard: _Shard, future: cf.Future) -> ShardRecord:
+    """The record of a shard finished on the finisher thread; a shard whose finishing failed is aborted."""
+    try:
+        return future.result()
+    except BaseException:
+        shard.abort()
+        raise
 
 
 def _shard_digests(works: Sequence[ShardWork], spec: WriteSpec, pool: WorkerPool) -> list[str]:

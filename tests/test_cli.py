@@ -155,6 +155,34 @@ def test_nearest_treats_dash_and_underscore_alike():
         "unrecognized arguments: --resise (did you mean --resize?) --qualty (did you mean --quality?)")
 
 
+# ---------------------------------------------------------------- the command's own process
+
+
+_SAMPLER_PERIOD = """
+import sys
+from apache_beam.utils import counters
+from apache_beam.runners.worker import statesampler
+import %s
+%s
+print(statesampler.StateSampler("step", counters.CounterFactory()).sampling_period_ms)
+"""
+
+
+def test_the_commands_process_ends_beams_bundles_without_waiting_on_its_sampler():
+    """pipeline.run's main() has Beam's state sampler look every 10 ms (a long bundle's end waited up to 200 ms);
+    a process that only imports the library keeps Beam's default."""
+    def period(module: str, call: str) -> int:
+        proc = subprocess.run([sys.executable, "-c", _SAMPLER_PERIOD % (module, call)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return int(proc.stdout.split()[-1])
+
+    from pipeline.run import STATE_SAMPLING_MS
+
+    assert period("pipeline.run", "pipeline.run.sample_states_often()") == STATE_SAMPLING_MS == 10
+    assert period("pipeline.api", "") == 200
+
+
 # ---------------------------------------------------------------- --version and console scripts
 
 

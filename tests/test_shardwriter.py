@@ -74,3 +74,54 @@ def test_a_bad_image_in_a_part_is_a_recorded_skip(tmp_path, sample_dir):
     errors = [e for r in records for e in r.errors]
     assert [(e.path, e.stage) for e in errors] == [("cat/" + victim.name, "validate")]
     assert sum(r.records for r in records) == 29
+
+
+def test_the_next_shard_streams_in_while_one_is_finished(tmp_path, sample_dir, monkeypatch):
+    """A shard's finishing (last bytes, .idx, record) runs beside the next shard's parts, records still in order."""
+    import threading
+
+    added_elsewhere = threading.Event()
+    overlapped: list[bool] = []
+    finishing: list[object] = []
+    real_add, real_finish = shardwriter._Shard.add, shardwriter._Shard.finish
+
+    def add(self, part):
+        if finishing and self is not finishing[-1]:
+            added_elsewhere.set()
+        return real_add(self, part)
+
+    def finish(self):
+        if not finishing:  # the first shard: wait (at most 10 s) for a part of another shard to arrive meanwhile
+            finishing.append(self)
+            overlapped.append(added_elsewhere.wait(10))
+        return real_finish(self)
+
+    monkeypatch.setattr(shardwriter._Shard, "add", add)
+    monkeypatch.setattr(shardwriter._Shard, "finish", finish)
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
+    records, plan = _write_with_parts(sample_dir, out, scratch, 0, 3)
+    assert overlapped == [True]
+    assert [(r.split, r.shard) for r in records] == [(t.split, t.shard) for t in plan.all_tasks()]
+    assert len(records) > 2 and sum(r.records for r in records) == 30
+
+
+def test_a_shard_whose_finishing_fails_leaves_no_file_and_the_error_is_raised(tmp_path, sample_dir, monkeypatch):
+    real_finish = shardwriter._Shard.finish
+    seen: list[str] = []
+
+    def finish(self):
+        seen.append(self.rec_rel)
+        if len(seen) == 2:
+            raise OSError(28, "No space left on device")
+        return real_finish(self)
+
+    monkeypatch.setattr(shardwriter._Shard, "finish", finish)
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        _write_with_parts(sample_dir, out, scratch, 2, 3)
+    assert (out / seen[0]).is_file() and not (out / seen[1]).exists()
+    leftovers = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.suffix not in (".rec", ".idx", ".json", ".lst")]
+    assert leftovers == []
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.rec")) == [seen[0]]
