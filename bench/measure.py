@@ -22,6 +22,12 @@ from dataclasses import dataclass
 import psutil
 
 SAMPLE_SECONDS = 0.05
+# A read of /proc/PID/smaps_rollup walks the process's page tables: 4-6 ms of CPU for one of our job's
+# processes (their shared-memory slots are mapped in each), so reading all three every 0.05 s took about 30%
+# of a core -- from the tool being timed, on a 2-core run, but from the idle core on a 1-core run. A timed
+# run spaces its PSS reads so that they take at most this share of one core; ``pss_budget=None`` reads PSS
+# at every sample (the memory mode, whose figure is the peak).
+PSS_BUDGET = 0.02
 
 
 @dataclass
@@ -95,23 +101,29 @@ def thread_schedstat(pid: int) -> dict[int, tuple[int, int]]:
 
 
 def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = None, timeout: float = 7200,
-        schedstat: dict | None = None) -> Measurement:
+        schedstat: dict | None = None, pss_budget: float | None = PSS_BUDGET) -> Measurement:
     """Run ``cmd`` to completion, sampling its process tree; output goes to ``log``.
 
     ``schedstat``, if given, is filled with the last scheduler figures seen of
     every thread of the tree: (pid, tid) -> (ns on a CPU, ns waiting for one).
+    ``pss_budget``: the share of one core the PSS reads may take (the next read
+    waits until the last one's CPU time is that share of the time since); None:
+    PSS at every sample. RSS and CPU are read at every sample either way.
     """
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = _busy_seconds()
     seen_cpu: dict[tuple[int, float], tuple[float, float]] = {}  # (pid, create_time) -> last (user, system) seen
     peak = peak_pss = 0
     pss_ok = memory_kind() == "PSS"
+    next_pss = 0.0
     with open(log, "wb") as out:
         start = time.perf_counter()
         popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         root = psutil.Process(popen.pid)
         while True:
             total = total_pss = 0
+            read_pss = pss_ok and time.perf_counter() >= next_pss
+            cpu0 = time.thread_time()
             for p in _tree(root):
                 try:
                     with p.oneshot():
@@ -120,13 +132,16 @@ def run(cmd: list[str], log: str, cwd: str | None = None, env: dict | None = Non
                         seen_cpu[(p.pid, p.create_time())] = (t.user, t.system)
                 except psutil.Error:
                     continue
-                if pss_ok:
+                if read_pss:
                     total_pss += _pss(p.pid) or 0  # None: it exited between the two reads
                 if schedstat is not None:
                     for tid, figures in thread_schedstat(p.pid).items():
                         schedstat[(p.pid, tid)] = figures
             peak = max(peak, total)
-            peak_pss = max(peak_pss, total_pss)
+            if read_pss:
+                peak_pss = max(peak_pss, total_pss)
+                if pss_budget:
+                    next_pss = time.perf_counter() + (time.thread_time() - cpu0) / pss_budget
             if popen.poll() is not None:
                 break
             if time.perf_counter() - start > timeout:
