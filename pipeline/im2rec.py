@@ -342,9 +342,9 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     if not ns.list:
         # Beam imported without its GCP-only "apitools not found" line (list mode does not need Beam at all).
-        from imgrec.quiet import import_beam
+        from imgrec.quiet import import_beam, runs_locally
 
-        import_beam()
+        import_beam(lean=runs_locally(beam_args))
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("apache_beam", "botocore", "urllib3", "smart_open"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -24,7 +24,7 @@ job's result is waited for.
 
 from __future__ import annotations
 
-from imgrec.quiet import import_beam
+from imgrec.quiet import LOCAL_RUNNER_NAMES, import_beam
 
 import_beam()
 
@@ -44,7 +44,7 @@ RUNNER_ALIASES = {
 }
 DASK_MAX_PARTITIONS = 64
 # --runner values that mean the local runner (Beam's FnApiRunner).
-LOCAL_RUNNERS = (None, "DirectRunner", "direct")
+LOCAL_RUNNERS = (None,) + LOCAL_RUNNER_NAMES
 PORTABLE_RUNNERS = ("PortableRunner", "FlinkRunner", "SparkRunner")
 # How long the job service of a portable runner has to answer a connection.
 JOB_SERVICE_TIMEOUT = 10.0

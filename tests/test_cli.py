@@ -187,6 +187,64 @@ def test_the_commands_process_ends_beams_bundles_without_waiting_on_its_sampler(
     assert period("pipeline.api", "pass") == 200
 
 
+_BEAM_MODULES = """
+import os, sys
+from imgrec.quiet import LOCAL_RUN_SKIPS
+def report(code=0):
+    print(" ".join(sorted(m for m in LOCAL_RUN_SKIPS if m in sys.modules)) or "-", flush=True)
+os._exit = report
+sys.argv = %r
+try:
+    %s
+except SystemExit:  # --version
+    pass
+report()
+"""
+
+
+def beam_integrations_imported(argv: list[str], code: str) -> list[str]:
+    """Which of Beam's optional integrations a process has imported: ``code`` run with ``sys.argv = argv``."""
+    proc = subprocess.run([sys.executable, "-c", _BEAM_MODULES % (argv, code)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip(), proc.stderr
+    return [m for m in proc.stdout.splitlines()[-1].split() if m != "-"]
+
+
+def test_the_command_on_the_local_runner_imports_beam_without_its_optional_integrations(tmp_path):
+    """python -m pipeline.run (and the imgrec-convert script) on the local runner leaves out Beam's GCP, S3,
+    HDFS, Azure, MongoDB and Arrow modules (0.2-0.4 s of a small run); a cluster runner and a library
+    process get Beam whole."""
+    from imgrec.quiet import LOCAL_RUN_SKIPS
+
+    as_module = "import runpy; runpy.run_module('pipeline.run', run_name='__main__')"
+    job = ["pipeline.run", "--input", str(SAMPLE), "--output", str(tmp_path / "out"), "--pass-through", "--quiet"]
+    assert beam_integrations_imported(job, as_module) == []
+    assert (tmp_path / "out" / "manifest.json").is_file()  # ... and the job ran to its end
+    script = ["/venv/bin/imgrec-convert", "--version"]
+    assert beam_integrations_imported(script, "from pipeline.run import main; main()") == []
+    whole = beam_integrations_imported(["notebook"], "import pipeline.api")
+    # (those whose packages this environment has: boto3, pyarrow, pymongo and Beam's own BigQuery module)
+    assert {"apache_beam.io.aws.s3filesystem", "pyarrow"} <= set(whole) <= LOCAL_RUN_SKIPS
+    portable = ["pipeline.run", "--runner=PortableRunner", "--version"]
+    assert beam_integrations_imported(portable, as_module) == whole
+
+
+def test_the_lean_import_refuses_modules_only_while_beam_is_imported():
+    code = ("from imgrec.quiet import import_beam; import_beam(lean=True); "
+            "import sys; before = 'pyarrow' in sys.modules; import pyarrow; print(before, 'pyarrow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "True"], proc.stderr
+    assert "bson" not in proc.stderr and "apitools" not in proc.stderr  # Beam's lines about what it left out
+
+
+def test_runs_locally_reads_the_runner_flag_both_ways():
+    from imgrec.quiet import runs_locally
+
+    assert runs_locally(["--input", "x"])
+    assert runs_locally(["--runner=DirectRunner"]) and runs_locally(["--runner", "direct"])
+    assert not runs_locally(["--runner=FlinkRunner"]) and not runs_locally(["--runner", "DaskRunner"])
+
+
 # ---------------------------------------------------------------- --version and console scripts
 
 
