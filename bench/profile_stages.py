@@ -4,12 +4,12 @@
     .venv/bin/python bench/profile_stages.py --input .bench/data/500x375-q90-s0-n5000
     .venv/bin/python bench/profile_stages.py --input ... --flags "--resize 256 --quality 95" --top 15
 
-Stages: listing (``list_class`` on every class folder), the elements that
-cross the shuffles (size of one ImageRef and of one WriteShards element with
-Beam's default coder), writing (``write_shard`` on one shard holding every
-image, ``--threads 1`` so cProfile sees all the work). Prints microseconds per
-image and the functions with the most own time. Beam's own overhead (start-up,
-shuffles, gRPC) is not here: see ``py-spy`` in docs/benchmark.md.
+Stages: listing (``FolderListing.items`` of every class folder) and writing
+(``shardwriter.write_part`` on one part holding every image, on this thread,
+so cProfile sees all of a worker's work: read, check, re-encode, frame).
+Prints microseconds per image and the functions with the most own time. The
+job's process (hashing and writing the parts, Beam, start-up) is not here:
+see ``py-spy`` in docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -47,51 +47,42 @@ def profiled(fn, top: int, label: str, images: int):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--input", required=True)
+    ap.add_argument("--input", required=True, help="a folder of class folders")
     ap.add_argument("--flags", default="", help="our pipeline's encoding flags, e.g. '--resize 256 --quality 95'")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--top", type=int, default=20)
     args = ap.parse_args()
     sys.path.insert(0, REPO)
 
-    from apache_beam.coders import registry
-
-    from imgrec.finalize import layout_for
+    from imgrec import folders, images, items, runs, shardwriter
+    from imgrec.planning import image_key
     from pipeline.cli import parse
-    from pipeline.run import discover_classes
-    from transforms.list_images import list_class
-    from transforms.write_shards import write_shard
 
     out = tempfile.mkdtemp(prefix="bench-profile-")
     try:
         options, _, _ = parse(["--input", args.input, "--output", out] + shlex.split(args.flags))
-        classes, _ = discover_classes(options)
+        found = folders.discover(options.input, options.exts, options.class_map)
 
         def listing():
-            refs = []
-            for index, name in enumerate(classes):
-                refs.extend(list_class(options.input, index, name, options.exts, options.ratios, options.split_seed)[0])
-            return refs
+            listed = []
+            for folder in found.listings(options.exts, options.max_file_bytes):
+                listed.extend(x for x in folder.items() if isinstance(x, items.Image))
+            return listed
 
-        refs = listing()  # once unprofiled: warm the directory cache
-        refs = profiled(listing, args.top, "listing", len(refs))
+        listing()  # once unprofiled: warm the directory cache
+        listed = profiled(listing, args.top, "listing", len(listing()))
+        refs = [runs.RunRef(image_key(im.path, options.split_seed), im.path, im.size, im.version,
+                            runs.join_labels(im.labels)) for im in listed]
 
-        coder = registry.get_coder(object)
-        one = len(coder.encode(refs[0]))
-        element = (("train", 0, 1), 0, refs)
-        print("\n== shuffled elements: one ImageRef = %d bytes with Beam's default coder; "
-              "a WriteShards element of %d refs = %.1f MB"
-              % (one, len(refs), len(coder.encode(element)) / 1e6))
-
-        layout = layout_for(options)
-        record = profiled(lambda: write_shard("train", 0, 1, refs, 0, options, layout, args.threads),
-                          args.top, "write_shard (threads=%d, %s)" % (args.threads, args.flags or "pass-through"),
-                          len(refs))
-        print("\nwrote %d records, %.1f MB" % (record["records"], record["bytes"] / 1e6))
+        images.tune_for_threads()  # what every worker process does first (OpenCV's threads, glibc's malloc)
+        spec_path = os.path.join(out, "spec.pickle")
+        shardwriter.save_spec(shardwriter.WriteSpec(options, found.classes), spec_path)
+        job = shardwriter.PartJob(spec_path, "train", 0, 0, len(refs), refs=tuple(refs))
+        part = profiled(lambda: shardwriter.write_part(job), args.top,
+                        "write_part (%s)" % (args.flags or "pass-through"), len(refs))
+        print("\nframed %d records, %.1f MB; %d skipped" % (len(part.meta.ids), part.size / 1e6, len(part.meta.errors)))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -261,3 +261,16 @@ def test_imagenet_projection_from_fixed_costs():
     assert text.splitlines()[0] == ("| cores | ImageNet-1k pass-through | ImageNet-1k resize 256 | "
                                     "ImageNet-21k pass-through | ImageNet-21k resize 256 |")
     assert "(GIL)" in text and len(text.splitlines()) == 4
+
+
+@pytest.mark.parametrize("flags", ["", "--resize 64 --quality 90"])
+def test_stage_profiler_lists_and_writes_every_sample_photo(flags):
+    """bench/profile_stages.py runs the job's own listing and part writing (it once lost track of them)."""
+    photos = REPO / "sample" / "photos"
+    expected = sum(1 for p in photos.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    proc = subprocess.run([sys.executable, str(BENCH / "profile_stages.py"), "--input", str(photos), "--flags", flags,
+                           "--top", "3"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "== listing: %d images" % expected in proc.stdout
+    assert "== write_part (%s): %d images" % (flags or "pass-through", expected) in proc.stdout
+    assert "framed %d records" % expected in proc.stdout and "; 0 skipped" in proc.stdout
