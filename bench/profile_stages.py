@@ -4,9 +4,11 @@
     .venv/bin/python bench/profile_stages.py --input .bench/data/500x375-q90-s0-n5000
     .venv/bin/python bench/profile_stages.py --input ... --flags "--resize 256 --quality 95" --top 15
 
-Stages: listing (``FolderListing.items`` of every class folder) and writing
-(``shardwriter.write_part`` on one part holding every image, on this thread,
-so cProfile sees all of a worker's work: read, check, re-encode, frame).
+Stages: listing (``spill.spill`` of every class folder: listed, keyed and
+sorted into runs, as the job's listing tasks do) and writing
+(``shardwriter.write_part`` on one part holding every image, its refs read
+from those runs, on this thread, so cProfile sees all of a worker's work:
+read, check, re-encode, frame).
 Prints microseconds per image and the functions with the most own time. The
 job's process (hashing and writing the parts, Beam, start-up) is not here:
 see ``py-spy`` in docs/benchmark.md.
@@ -53,8 +55,8 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, REPO)
 
-    from imgrec import folders, images, items, runs, shardwriter
-    from imgrec.planning import image_key
+    from imgrec import folders, images, shardwriter, spill
+    from imgrec.shardplan import KEY_SPACE
     from pipeline.cli import parse
 
     out = tempfile.mkdtemp(prefix="bench-profile-")
@@ -63,26 +65,30 @@ def main() -> int:
         found = folders.discover(options.input, options.exts, options.class_map)
 
         def listing():
-            listed = []
+            """The job's listing stage: every class folder listed and its refs written as sorted runs."""
+            scratch = tempfile.mkdtemp(dir=out)
+            summary = spill.RunSummary()
             for folder in found.listings(options.exts, options.max_file_bytes):
-                listed.extend(x for x in folder.items() if isinstance(x, items.Image))
-            return listed
+                job = spill.SpillJob(scratch, options.input, options.split_seed, max_file_bytes=options.max_file_bytes,
+                                     listing=folder)
+                summary.merge(spill.spill(job).meta)
+            return summary
 
-        listing()  # once unprofiled: warm the directory cache
-        listed = profiled(listing, args.top, "listing", len(listing()))
-        refs = [runs.RunRef(image_key(im.path, options.split_seed), im.path, im.size, im.version,
-                            runs.join_labels(im.labels)) for im in listed]
+        warm = listing()  # once unprofiled: warm the directory cache
+        summary = profiled(listing, args.top, "listing", warm.refs)
 
         images.tune_for_threads()  # what every worker process does first (OpenCV's threads, glibc's malloc)
         spec_path = os.path.join(out, "spec.pickle")
         shardwriter.save_spec(shardwriter.WriteSpec(options, found.classes), spec_path)
-        job = shardwriter.PartJob(spec_path, "train", 0, 0, len(refs), refs=tuple(refs))
+        # one part holding the whole key range, its refs read from the runs as a worker reads them
+        job = shardwriter.PartJob(spec_path, "train", 0, 0, summary.refs, runs=tuple(summary.runs), lo=0, hi=KEY_SPACE)
         part = profiled(lambda: shardwriter.write_part(job), args.top,
-                        "write_part (%s)" % (args.flags or "pass-through"), len(refs))
+                        "write_part (%s)" % (args.flags or "pass-through"), summary.refs)
         print("\nframed %d records, %.1f MB; %d skipped" % (len(part.meta.ids), part.size / 1e6, len(part.meta.errors)))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
