@@ -15,11 +15,22 @@ through Beam's IOs or ``FileSystems``, so during the import those modules are
 refused, and Beam's own ``try: import ... except ImportError`` around each one
 leaves it out. The refusal ends with the import: anything that imports one of
 them later gets it as usual.
+
+httplib2, with the pyparsing it imports (about 0.06 s), is imported by Beam
+without a guard, once, for the stager's HTTP client, which only a remote
+runner calls: during that import it is loaded lazily
+(``importlib.util.LazyLoader``; the names in ``LOCAL_RUN_DEFERS``), so its
+code runs on the first use of one of its names, if any. Others of the same
+kind cannot be put off: the local runner's own import subclasses a gRPC class,
+and PyYAML is imported from two of Beam's modules (on Python 3.11 the second
+import statement runs a lazy module's code: the import system reads its
+``__spec__``, and a lazy module loads on any attribute).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import sys
 
@@ -44,6 +55,10 @@ LOCAL_RUN_SKIPS = frozenset({
     "pyarrow",
 })
 
+# What ``import apache_beam`` imports unguarded, once, and uses only inside functions a local run never calls:
+# loaded on first use (see above).
+LOCAL_RUN_DEFERS = frozenset({"httplib2"})
+
 
 class _DropImportNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -62,14 +77,37 @@ class _Refuse:
         return None
 
 
+class _Defer:
+    """A meta-path finder that hands out the named top-level modules with a lazy loader."""
+
+    def __init__(self, names: frozenset[str]):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.names:
+            return None
+        for finder in sys.meta_path:
+            if isinstance(finder, (_Defer, _Refuse)) or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
 @contextlib.contextmanager
-def _refusing(names: frozenset[str]):
-    finder = _Refuse(names)
-    sys.meta_path.insert(0, finder)
+def _lean_import():
+    finders = [_Refuse(LOCAL_RUN_SKIPS), _Defer(LOCAL_RUN_DEFERS)]
+    sys.meta_path[0:0] = finders
     try:
         yield
     finally:
-        sys.meta_path.remove(finder)
+        for finder in finders:
+            sys.meta_path.remove(finder)
 
 
 def runs_locally(argv: list[str]) -> bool:
@@ -86,8 +124,9 @@ def runs_locally(argv: list[str]) -> bool:
 def import_beam(lean: bool = False) -> None:
     """Import apache_beam once, leaving the root logger's handlers and filters as they were.
 
-    ``lean``: leave out Beam's optional integrations (``LOCAL_RUN_SKIPS``); only for a process of ours whose job
-    runs on the local runner. A library user's process imports Beam whole.
+    ``lean``: leave out Beam's optional integrations (``LOCAL_RUN_SKIPS``) and load lazily what it only may use
+    (``LOCAL_RUN_DEFERS``); only for a process of ours whose job runs on the local runner. A library user's
+    process imports Beam whole.
     """
     if "apache_beam" in sys.modules:
         return
@@ -99,7 +138,7 @@ def import_beam(lean: bool = False) -> None:
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).addFilter(drop)
     try:
-        with _refusing(LOCAL_RUN_SKIPS) if lean else contextlib.nullcontext():
+        with _lean_import() if lean else contextlib.nullcontext():
             import apache_beam  # noqa: F401
         if not lean:
             import apache_beam.io.gcp.internal.clients.bigquery  # noqa: F401  (where the line comes from)

@@ -237,6 +237,18 @@ def test_the_lean_import_refuses_modules_only_while_beam_is_imported():
     assert "bson" not in proc.stderr and "apitools" not in proc.stderr  # Beam's lines about what it left out
 
 
+def test_the_lean_import_puts_off_httplib2_until_it_is_used():
+    """httplib2 (and pyparsing, which it imports) runs only when one of its names is used, and then works."""
+    code = ("from imgrec.quiet import import_beam; import_beam(lean=%s); import sys; "
+            "ran = lambda: 'pyparsing' in sys.modules; before = ran(); "
+            "from apache_beam.internal import http_client; "
+            "print(before, ran(), type(http_client.get_new_http()).__name__, ran())")
+    lean = subprocess.run([sys.executable, "-c", code % True], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert lean.stdout.split() == ["False", "False", "Http", "True"], lean.stderr
+    whole = subprocess.run([sys.executable, "-c", code % False], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert whole.stdout.split() == ["True", "True", "Http", "True"], whole.stderr
+
+
 def test_runs_locally_reads_the_runner_flag_both_ways():
     from imgrec.quiet import runs_locally
 
