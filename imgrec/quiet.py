@@ -30,6 +30,7 @@ import statement runs a lazy module's code: the import system reads its
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import importlib.util
 import logging
 import sys
@@ -65,49 +66,29 @@ class _DropImportNoise(logging.Filter):
         return not str(record.msg).startswith(_NOISE)
 
 
-class _Refuse:
-    """A meta-path finder that answers ModuleNotFoundError for the named modules (and nothing else)."""
-
-    def __init__(self, names: frozenset[str]):
-        self.names = names
+class _LeanFinder:
+    """A meta-path finder for the lean import: it refuses ``LOCAL_RUN_SKIPS`` (ModuleNotFoundError) and hands out
+    ``LOCAL_RUN_DEFERS`` with a lazy loader; every other module it leaves to the finders after it."""
 
     def find_spec(self, name, path=None, target=None):
-        if name in self.names:
+        if name in LOCAL_RUN_SKIPS:
             raise ModuleNotFoundError("left out of a local run: %s" % name, name=name)
-        return None
-
-
-class _Defer:
-    """A meta-path finder that hands out the named top-level modules with a lazy loader."""
-
-    def __init__(self, names: frozenset[str]):
-        self.names = names
-
-    def find_spec(self, name, path=None, target=None):
-        if name not in self.names:
+        if name not in LOCAL_RUN_DEFERS:
             return None
-        for finder in sys.meta_path:
-            if isinstance(finder, (_Defer, _Refuse)) or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
             spec.loader = importlib.util.LazyLoader(spec.loader)
         return spec
 
 
 @contextlib.contextmanager
 def _lean_import():
-    finders = [_Refuse(LOCAL_RUN_SKIPS), _Defer(LOCAL_RUN_DEFERS)]
-    sys.meta_path[0:0] = finders
+    finder = _LeanFinder()
+    sys.meta_path.insert(0, finder)
     try:
         yield
     finally:
-        for finder in finders:
-            sys.meta_path.remove(finder)
+        sys.meta_path.remove(finder)
 
 
 def runs_locally(argv: list[str]) -> bool:
