@@ -41,7 +41,7 @@ ARGS = ["--images-per-shard", "3", "--train-ratio", "0.6", "--val-ratio", "0.2",
 RUN_FIELDS = {"output", "wall_seconds", "metrics"}
 RUN_OPTIONS = {"output", "threads", "overwrite"}
 
-SHARD_PAUSE = 1.0  # seconds each shard write lasts on the dask workers (LogWorkerCalls)
+SPREAD_WAIT = 10.0  # seconds a dask worker's first shard write waits for the other worker to write one
 JOB_TIMEOUT = 240  # seconds; a portable job whose workers never start would otherwise wait forever
 
 
@@ -92,16 +92,30 @@ def test_reference_run_has_every_split(reference):
 # ---------------------------------------------------------------------------- Dask
 
 
-def _log_calls(module, name: str, log_path: str, describe, pause: float = 0.0) -> None:
-    """Wrap ``module.name`` so that each call appends ``[pid, name, what]`` to ``log_path`` (then waits ``pause`` s)."""
+def _log_calls(module, name: str, log_path: str, describe, wait_for_other: float = 0.0) -> None:
+    """Wrap ``module.name`` so that each call appends ``[pid, name, what]`` to ``log_path``.
+
+    ``wait_for_other``: the first call in this process then waits (up to that many
+    seconds) until another process has logged a call of the same name.
+    """
     real = getattr(module, name)
     if getattr(real, "logged_to", None) == log_path:
         return
+    me = os.getpid()
+    waited = []
+
+    def other_called() -> bool:
+        with open(log_path, encoding="utf-8") as f:
+            return any(pid != me and called == name for pid, called, _ in map(json.loads, f))
 
     def logged(*args, **kwargs):
         with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps([os.getpid(), name, describe(args)]) + "\n")
-        time.sleep(pause)
+            f.write(json.dumps([me, name, describe(args)]) + "\n")
+        if wait_for_other and not waited:
+            deadline = time.monotonic() + wait_for_other
+            while time.monotonic() < deadline and not other_called():
+                time.sleep(0.05)
+            waited.append(True)
         return real(*args, **kwargs)
 
     logged.logged_to = log_path
@@ -118,13 +132,16 @@ class LogWorkerCalls(WorkerPlugin):
         from imgrec import items, shardwriter
 
         # FolderListing.items(self): one class folder listed; _Shard.finish(self): one shard written.
-        # A shard of 3 sample photos takes milliseconds, as did the join tasks before it (same dask task
-        # prefix): dask then keeps every write task next to its input, on one worker in 4 of 22 runs
-        # (it is right to, for work that short). Each write is made to last SHARD_PAUSE s, as a real
-        # shard does, so that dask's work stealing applies (0.3 s: still one worker in 1 of 8 runs).
+        # A shard of 3 sample photos takes milliseconds, as do the join tasks before it (the same dask
+        # task prefix): dask then often keeps every write task next to its input, on one worker (in 1
+        # of 4 runs even when each write lasted 1 s). A real shard keeps its worker busy for seconds,
+        # and the other worker then takes the next shards. So a worker's first shard write waits
+        # until the other worker writes one too: dask sees a busy worker and an idle one, and moves
+        # the waiting shard tasks. A job whose shards could not run apart (one task writing them
+        # all, say) waits SPREAD_WAIT s and fails the test.
         _log_calls(items.FolderListing, "items", self.log_path, lambda a: a[0].folder)
         _log_calls(shardwriter._Shard, "finish", self.log_path, lambda a: "%s/%d" % (a[0].work.split, a[0].work.shard),
-                   pause=SHARD_PAUSE)
+                   wait_for_other=SPREAD_WAIT)
 
 
 @pytest.fixture(scope="module")
