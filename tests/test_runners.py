@@ -106,7 +106,8 @@ def _log_calls(module, name: str, log_path: str, describe, wait_for_other: float
 
     def other_called() -> bool:
         with open(log_path, encoding="utf-8") as f:
-            return any(pid != me and called == name for pid, called, _ in map(json.loads, f))
+            lines = [line for line in f if line.endswith("\n")]  # not a line another process is appending
+        return any(pid != me and called == name for pid, called, _ in map(json.loads, lines))
 
     def logged(*args, **kwargs):
         with open(log_path, "a", encoding="utf-8") as f:
