@@ -25,15 +25,31 @@ kind cannot be put off: the local runner's own import subclasses a gRPC class,
 and PyYAML is imported from two of Beam's modules (on Python 3.11 the second
 import statement runs a lazy module's code: the import system reads its
 ``__spec__``, and a lazy module loads on any attribute).
+
+A lazy module cannot put off ``from X import name`` (the import statement
+reads the name at once). Beam takes names that way from beartype (its
+type-hint check of a non-Beam type), cryptography (the encrypted
+GroupByKey) and fastavro (Avro coders and files), about 0.1 s of a 10-image
+run, and uses each only inside a function a local run of ours never calls.
+During the lean import those modules (``LOCAL_RUN_PROXIES``) are stand-ins:
+each name Beam takes is a function that imports the real module on its first
+call and calls the real function (an exception class Beam catches stands for
+the real one: what the real function raises of it is raised as the stand-in);
+any other name read from a stand-in imports the real module at once. After the
+import the stand-ins leave ``sys.modules``: a later import gets the real ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
 import sys
+import types
+from typing import Any, Callable
 
 # Lines that Beam's import logs about optional integrations it leaves out: not about the job.
 _NOISE = ("apitools not found", "Could not find a compatible bson package")
@@ -60,19 +76,103 @@ LOCAL_RUN_SKIPS = frozenset({
 # loaded on first use (see above).
 LOCAL_RUN_DEFERS = frozenset({"httplib2"})
 
+# What ``import apache_beam`` takes names from (``from X import name``) and calls only inside functions: module ->
+# those names, each a stand-in until its first call (see above; Beam 2.77: typehints/typehints.py, transforms/util.py,
+# coders/coder_impl.py, io/avroio.py). A name ending in "Exception" is an exception class that Beam catches.
+LOCAL_RUN_PROXIES = {
+    "beartype": (),
+    "beartype.door": ("is_subhint",),
+    "beartype.roar": ("BeartypeDoorException",),
+    "cryptography.fernet": ("Fernet",),
+    "fastavro": ("parse_schema", "schemaless_reader", "schemaless_writer"),
+    "fastavro.read": ("block_reader",),
+    "fastavro.write": ("Writer",),
+}
+
 
 class _DropImportNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(_NOISE)
 
 
+class _StandIn(types.ModuleType):
+    """A module of ``LOCAL_RUN_PROXIES`` during the lean import: its listed names call the real ones; any other
+    name is read from the real module (imported then)."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in LOCAL_RUN_PROXIES.get(self.__name__, ()):
+            return getattr(_real_module(self.__name__), name)
+        if name.endswith("Exception"):
+            value: Any = type(name, (Exception,), {"__module__": self.__name__})
+            _STAND_IN_ERRORS[(self.__name__, name)] = value
+        else:
+            value = _deferred_call(self.__name__, name)
+        setattr(self, name, value)
+        return value
+
+
+# (module, name) -> the stand-in class of one of that module's exceptions
+_STAND_IN_ERRORS: dict[tuple[str, str], type] = {}
+# top-level packages whose real modules were wanted during the lean import: no more stand-ins of theirs
+_MADE_REAL: set[str] = set()
+
+
+def _real_module(name: str) -> types.ModuleType:
+    """The real module ``name`` (imported now if need be, its package's stand-ins put aside for good)."""
+    family = name.split(".")[0]
+    if family not in _MADE_REAL:
+        _MADE_REAL.add(family)
+        for other in LOCAL_RUN_PROXIES:
+            if other.split(".")[0] == family and isinstance(sys.modules.get(other), _StandIn):
+                del sys.modules[other]
+    return importlib.import_module(name)
+
+
+def _deferred_call(module: str, name: str) -> Callable:
+    def call(*args, **kwargs):
+        real = getattr(_real_module(module), name)
+        try:
+            return real(*args, **kwargs)
+        except Exception as exc:
+            stand_in = _stand_in_error(exc)
+            if stand_in is None:
+                raise
+            raise stand_in(*exc.args) from exc
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+def _stand_in_error(exc: BaseException) -> type | None:
+    """The stand-in Beam catches for ``exc`` (an instance of a real exception class it stands for), if any."""
+    for (module, name), stand_in in list(_STAND_IN_ERRORS.items()):
+        if isinstance(exc, getattr(_real_module(module), name)):
+            return stand_in
+    return None
+
+
+class _StandInLoader(importlib.abc.Loader):
+    def create_module(self, spec):
+        return _StandIn(spec.name)
+
+    def exec_module(self, module) -> None:
+        pass
+
+
 class _LeanFinder:
-    """A meta-path finder for the lean import: it refuses ``LOCAL_RUN_SKIPS`` (ModuleNotFoundError) and hands out
-    ``LOCAL_RUN_DEFERS`` with a lazy loader; every other module it leaves to the finders after it."""
+    """A meta-path finder for the lean import: it refuses ``LOCAL_RUN_SKIPS`` (ModuleNotFoundError), hands out
+    ``LOCAL_RUN_DEFERS`` with a lazy loader and ``LOCAL_RUN_PROXIES`` as stand-ins; every other module it leaves
+    to the finders after it."""
 
     def find_spec(self, name, path=None, target=None):
         if name in LOCAL_RUN_SKIPS:
             raise ModuleNotFoundError("left out of a local run: %s" % name, name=name)
+        if name in LOCAL_RUN_PROXIES and name.split(".")[0] not in _MADE_REAL:
+            if importlib.machinery.PathFinder.find_spec(name.split(".")[0]) is None:
+                return None  # not installed: Beam's import fails as it would have
+            return importlib.machinery.ModuleSpec(name, _StandInLoader(), is_package=True)
         if name not in LOCAL_RUN_DEFERS:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
@@ -89,6 +189,9 @@ def _lean_import():
         yield
     finally:
         sys.meta_path.remove(finder)
+        for name in LOCAL_RUN_PROXIES:
+            if isinstance(sys.modules.get(name), _StandIn):
+                del sys.modules[name]
 
 
 def runs_locally(argv: list[str]) -> bool:

@@ -39,6 +39,7 @@ import_beam(lean=THE_COMMAND and runs_locally(sys.argv[1:]))
 from imgrec.errors import ImgrecError  # noqa: E402
 from pipeline import STARTED  # noqa: E402
 from pipeline import cli  # noqa: E402
+from pipeline.tuning import tune_beam  # noqa: E402
 
 LOG = logging.getLogger("pipeline.run")
 
@@ -107,30 +108,10 @@ def _fail(exc: ImgrecError) -> int:
     return exc.exit_code
 
 
-# How often Beam's state sampler looks at a bundle's step in the command's process (Beam's default: 200 ms).
-STATE_SAMPLING_MS = 10
-
-
-def sample_states_often() -> None:
-    """Beam's in-process runner ends every bundle by joining that bundle's state-sampler thread, which sleeps
-    up to 200 ms between two looks at the running step: the job's writing is one long bundle, so the job
-    waited 0-0.2 s after its last shard (0.12 s measured) before Finalize could start. The command's own
-    process has the sampler look every 10 ms instead. Its looks time Beam's steps (Beam's msecs counters,
-    which the job does not read); the job's own counters and its output do not depend on them."""
-    try:
-        from apache_beam.runners.worker import statesampler
-
-        init = statesampler.StateSampler.__init__
-        if init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,):
-            init.__defaults__ = (STATE_SAMPLING_MS,)
-    except (ImportError, AttributeError):  # another Beam: its own sampler, left as it is
-        pass
-
-
 def main() -> None:
     gc.freeze()  # what is imported by now lives as long as the process: no collection scans it again
     gc.enable()
-    sample_states_often()
+    tune_beam()
     code = run()
     # The job is over and everything is written. A normal interpreter exit would now
     # tear down Beam's modules and thread pools one object at a time (0.15 s here, a

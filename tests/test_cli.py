@@ -179,7 +179,7 @@ def test_the_commands_process_ends_beams_bundles_without_waiting_on_its_sampler(
         assert proc.stdout.split(), proc.stderr
         return int(proc.stdout.split()[-1])
 
-    from pipeline.run import STATE_SAMPLING_MS
+    from pipeline.tuning import STATE_SAMPLING_MS
 
     # the command's own entry point, as `python -m pipeline.run` calls it (main() ends the process itself)
     main = "import os; os._exit = lambda code: None; sys.argv = ['pipeline.run', '--version']; pipeline.run.main()"
