@@ -1,15 +1,16 @@
 """Where the command's own process has Beam spend less of a run's fixed cost (``pipeline.run``'s ``main``).
 
 Each change below leaves what Beam computes as it was and only stops it
-computing the same thing again, or waiting longer than it must. They are
-made in the command's process only (and so in the worker processes it forks);
-a process that imports the library (``pipeline.api``, ``transforms``) gets
-Beam as it is. Each one checks that Beam still has the function it replaces
-(Beam is pinned in setup.py) and otherwise leaves Beam alone.
+computing the same thing again, or waiting longer than it must. They are made
+in our own processes only: the command's (and the workers it forks) and the
+local runner's worker processes (``pipeline.worker``); a process that imports
+the library (``pipeline.api``, ``transforms``) gets Beam as it is. Each one
+checks that Beam still has the function it replaces (Beam is pinned in
+setup.py) and otherwise leaves Beam alone.
 
-Measured on a 10-image run (2 cores, byte-compiled as installed): the three
-together with the lean import (``imgrec.quiet``) took the run from 0.96 s to
-0.79 s (medians of 30 alternating runs; docs/benchmark.md).
+Measured on a 10-image run (2 cores, byte-compiled as installed): these with
+the lean import's stand-ins (``imgrec.quiet``) took the run from 0.96 s to
+0.76 s (medians of 30 alternating runs; docs/benchmark.md).
 """
 
 from __future__ import annotations

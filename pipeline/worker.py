@@ -24,6 +24,9 @@ import_beam(lean=__name__ == "__main__")  # a worker of the local runner: Beam w
 from apache_beam.runners.worker import sdk_worker_main  # noqa: E402  (after the handler, on purpose)
 
 if __name__ == "__main__":
+    from pipeline.tuning import tune_beam
+
     gc.freeze()  # ... and set aside for good once made
     gc.enable()
+    tune_beam()  # each bundle's set-up reads DoFn signatures and option views: once each here, as in pipeline.run
     sdk_worker_main.main(sys.argv)
