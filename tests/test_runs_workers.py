@@ -211,6 +211,39 @@ def test_plan_from_runs_matches_planning(tmp_path, images_per_shard, shard_mb):
     assert again.tasks == plan.tasks and again.totals == plan.totals
 
 
+@pytest.mark.parametrize("dedup", [False, True])
+def test_the_jobs_last_parts_are_cut_finer_and_nothing_else_moves(tmp_path, monkeypatch, dedup):
+    """The last TAIL_PARTS parts of the job's last shard (the last split's) are cut in TAIL_CUT: the same records
+    in the same order with the same ids; every other part is where it was."""
+    ratios = SplitRatios(0.7, 0.2, 0.1)
+    refs = _refs(400, 0, "a")
+    twins = [refs[i]._replace(relpath="z/copy%d-%d.jpg" % (i, k), sha="%02d" % (i % 100) * 32, key=refs[i].key)
+             for i in range(0, 400, 7) for k in range(3)]
+    path = str(tmp_path / "a.run")
+    runs.write_run(path, sorted(refs + twins, key=lambda r: (r.key, r.relpath)))
+    flt = shardplan.RefFilter(dedup=dedup)
+    monkeypatch.setattr(shardplan, "TAIL_CUT", 1)
+    whole = shardplan.plan_shards([path], ratios, 256.0, 30, flt=flt, part_images=8, part_bytes=1 << 30)
+    monkeypatch.setattr(shardplan, "TAIL_CUT", 4)
+    cut = shardplan.plan_shards([path], ratios, 256.0, 30, flt=flt, part_images=8, part_bytes=1 << 30)
+    before, after = whole.all_tasks(), cut.all_tasks()
+    assert before[-1].split == "test" and len(before[-1].parts) >= 2
+    assert before[:-1] == after[:-1]
+    last, new = before[-1], after[-1]
+    tail = min(len(last.parts), shardplan.TAIL_PARTS)
+    assert new.parts[:len(last.parts) - tail] == last.parts[:len(last.parts) - tail]
+    assert len(new.parts) > len(last.parts) and max(p.count for p in new.parts[len(last.parts) - tail:]) < max(
+        p.count for p in last.parts[len(last.parts) - tail:])
+    assert (new.records, new.first_id) == (last.records, last.first_id)
+
+    def records(task):
+        return [r for p in task.parts for r in shardplan.select_refs([path], p.lo, p.hi, flt)[0]]
+
+    assert records(new) == records(last)
+    assert [p.first_id for p in new.parts] == [new.first_id + sum(q.count for q in new.parts[:i])
+                                               for i in range(len(new.parts))]
+
+
 def test_plan_with_dedup_and_exclusion(tmp_path):
     ratios = SplitRatios()
     base = _refs(60, 0, "a")
