@@ -136,7 +136,7 @@ def _deferred_call(module: str, name: str) -> Callable:
         try:
             return real(*args, **kwargs)
         except Exception as exc:
-            stand_in = _stand_in_error(exc)
+            stand_in = _stand_in_error(module, exc)
             if stand_in is None:
                 raise
             raise stand_in(*exc.args) from exc
@@ -145,10 +145,12 @@ def _deferred_call(module: str, name: str) -> Callable:
     return call
 
 
-def _stand_in_error(exc: BaseException) -> type | None:
-    """The stand-in Beam catches for ``exc`` (an instance of a real exception class it stands for), if any."""
+def _stand_in_error(called: str, exc: BaseException) -> type | None:
+    """The stand-in Beam catches for ``exc``, raised by a function of module ``called``: one of that package's
+    exception classes it stands for (only that package's are looked at, so no other package is imported here)."""
+    family = called.split(".")[0]
     for (module, name), stand_in in list(_STAND_IN_ERRORS.items()):
-        if isinstance(exc, getattr(_real_module(module), name)):
+        if module.split(".")[0] == family and isinstance(exc, getattr(_real_module(module), name)):
             return stand_in
     return None
 
