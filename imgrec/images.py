@@ -16,7 +16,6 @@ formats that mxnet 1.9.1, DALI and SageMaker all decode. Decodes go through
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import re
 import struct
@@ -38,7 +37,7 @@ def tune_for_threads() -> None:
     """
     cv2.setNumThreads(1)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the symbols already loaded, libc's among them (find_library runs ldconfig)
         libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
         libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     except (OSError, AttributeError):  # not glibc: nothing to tune

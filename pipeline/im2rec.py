@@ -27,6 +27,11 @@ import shutil
 import sys
 import uuid
 
+from imgrec.quiet import one_blas_thread  # stdlib only: numpy is not loaded yet
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "imgrec-im2rec":
+    one_blas_thread()  # the command's process: before numpy is loaded
+
 from imgrec import images, storage
 from imgrec.env import WorkerEnv
 from imgrec.im2rec_compat import (

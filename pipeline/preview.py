@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
+
+from imgrec.quiet import one_blas_thread  # stdlib only: numpy is not loaded yet
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "imgrec-preview":
+    one_blas_thread()  # the command's process: before numpy is loaded
 
 import cv2
 import numpy as np

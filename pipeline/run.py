@@ -25,13 +25,14 @@ import sys
 # This module is the process's entry point: `python -m pipeline.run`, or setup.py's console script.
 THE_COMMAND = __name__ == "__main__" or os.path.basename(sys.argv[0]) == "imgrec-convert"
 
+from imgrec.quiet import import_beam, one_blas_thread, runs_locally  # noqa: E402
+
 if THE_COMMAND:
     # The command's own process: the imports below make some 180,000 objects (Beam's) and no
     # garbage; collections would scan them all meanwhile and right after (0.13-0.16 s of a 10-image run).
     # It waits until they are made, and main() then sets them aside for good (gc.freeze).
     gc.disable()
-
-from imgrec.quiet import import_beam, runs_locally
+    one_blas_thread()  # before numpy is loaded (by Beam's import)
 
 # The command's process on the local runner: Beam without the integrations the job never uses (imgrec.quiet).
 import_beam(lean=THE_COMMAND and runs_locally(sys.argv[1:]))

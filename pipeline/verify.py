@@ -24,6 +24,11 @@ import logging
 import os
 import sys
 
+from imgrec.quiet import one_blas_thread  # stdlib only: numpy is not loaded yet
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "imgrec-verify":
+    one_blas_thread()  # the command's process: before numpy is loaded
+
 from imgrec import storage
 from imgrec.options import OptionsError, add_options, check_location
 from imgrec.verify import count_table, verify_output

@@ -17,8 +17,10 @@ if __name__ == "__main__":
 
 logging.getLogger().addHandler(logging.NullHandler())
 
-from imgrec.quiet import import_beam  # noqa: E402
+from imgrec.quiet import import_beam, one_blas_thread  # noqa: E402
 
+if __name__ == "__main__":
+    one_blas_thread()  # before Beam's import loads numpy
 import_beam(lean=__name__ == "__main__")  # a worker of the local runner: Beam without what it never uses
 
 from apache_beam.runners.worker import sdk_worker_main  # noqa: E402  (after the handler, on purpose)

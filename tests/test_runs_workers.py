@@ -157,6 +157,24 @@ def test_pool_holds_parts_until_released_and_waits_for_a_slot():
             part.release()
 
 
+def test_pool_reuses_the_slot_given_back_last():
+    """Each page of a slot costs every process that touches it a page fault once: a caller that releases each
+    part as it comes keeps only the slots in flight (and the one it holds) in use, not all of them."""
+    with workers.WorkerPool(processes=2) as pool:
+        taken = []
+        get = pool._free.get
+
+        def spy(*args, **kw):
+            taken.append(get(*args, **kw))
+            return taken[-1]
+
+        pool._free.get = spy
+        for part in pool.map(_part, [(10, i) for i in range(40)]):
+            part.release()
+    assert len(taken) == 40
+    assert len(set(taken)) <= pool._window + 1 < 2 * pool._window  # 2 * window slots exist
+
+
 def test_usable_cores_follows_affinity():
     assert workers.usable_cores() == len(os.sched_getaffinity(0))
     assert np.int64(workers.usable_cores()) >= 1

@@ -7,6 +7,7 @@ process, and this test process imports Beam whole.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,10 +24,10 @@ def real(family):  # the real modules of a package that are loaded now (a stand-
 """
 
 
-def python(code: str) -> list:
+def python(code: str, env: dict | None = None) -> list:
     """Run ``code`` in a new interpreter from the repository (after ``REAL``); it prints one JSON value last."""
     proc = subprocess.run([sys.executable, "-c", REAL + textwrap.dedent(code)], cwd=REPO, capture_output=True,
-                          text=True, timeout=180)
+                          text=True, timeout=180, env=env)
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -202,3 +203,21 @@ def test_the_commands_process_tunes_beam_and_a_library_process_does_not(tmp_path
     for name in ("train", "validation"):
         for ours, theirs in zip(sorted((out / name).iterdir()), sorted((tmp_path / "lib" / name).iterdir())):
             assert ours.name == theirs.name and ours.read_bytes() == theirs.read_bytes()
+
+
+def test_the_commands_start_no_blas_threads_and_a_library_process_is_left_as_it_is():
+    """Loading numpy starts an OpenBLAS thread per core but one, each spinning for a while: the commands ask for
+    none (nothing of ours calls BLAS); a notebook's process, and a user's own setting, are left alone."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    probe = """
+        import json, os, sys
+        sys.argv = [%r]
+        import %s
+        import numpy  # loaded by now in every case
+        print(json.dumps([os.environ.get('OPENBLAS_NUM_THREADS'), len(os.listdir('/proc/self/task'))]))
+    """
+    for script, module in [("imgrec-convert", "pipeline.run"), ("imgrec-verify", "pipeline.verify"),
+                           ("imgrec-preview", "pipeline.preview"), ("imgrec-im2rec", "pipeline.im2rec")]:
+        assert python(probe % (script, module), env) == ["1", 1], script  # one thread: the interpreter's own
+    assert python(probe % ("notebook", "pipeline.api"), env)[0] is None
+    assert python(probe % ("imgrec-convert", "pipeline.run"), dict(env, OPENBLAS_NUM_THREADS="2"))[0] == "2"
